@@ -1,0 +1,1 @@
+"""Demo models built on tinygrad_attn."""

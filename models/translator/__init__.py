@@ -1,0 +1,1 @@
+"""German<->English (and French) Transformer translator on Multi30k."""
