@@ -1,0 +1,456 @@
+"""Reverse-mode automatic differentiation: the graph, the Function node, and the backward engine.
+
+Every op is a subclass of ``Function``. Calling ``SomeOp.apply(x, y)``
+
+1. runs ``forward`` on the raw arrays (fast: plain NumPy/CuPy calls),
+2. wraps the result in a Tensor whose ``grad_fn`` is the Function instance, and
+3. remembers, in ``next_functions``, where each input's gradient must go next: the input's own
+   ``grad_fn``, or the input itself if it is a leaf that requires grad.
+
+That is the whole graph: Function nodes pointing backwards at the nodes that made their inputs.
+``loss.backward()`` walks it from the loss towards the leaves (``run_backward``): each node's
+``backward`` turns the gradient of its output into gradients of its inputs (the chain rule, one local
+derivative at a time), and the engine adds up the contributions that meet at a node before calling it.
+
+``backward`` is written with Tensor ops, not raw arrays. Normally it runs under ``no_grad`` and costs
+no more than array code; with ``create_graph=True`` it records a graph of its own, and that graph can
+be differentiated again: gradients of gradients come for free.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .backend import array_module, device_of
+
+if TYPE_CHECKING:
+    from .tensor import Tensor
+
+# --------------------------------------------------------------------------------------------------
+# Grad mode: is the graph being recorded?
+# --------------------------------------------------------------------------------------------------
+
+_grad_enabled = True
+
+
+def is_grad_enabled() -> bool:
+    """True while ops record the graph (the default); False inside ``no_grad``."""
+    return _grad_enabled
+
+
+class set_grad_enabled:
+    """Context manager and decorator that turns graph recording on or off, restoring it on exit."""
+
+    def __init__(self, mode: bool) -> None:
+        self.mode = bool(mode)
+
+    def __enter__(self) -> None:
+        global _grad_enabled
+        self.prev, _grad_enabled = _grad_enabled, self.mode
+
+    def __exit__(self, *exc: object) -> None:
+        global _grad_enabled
+        _grad_enabled = self.prev
+
+    def __call__(self, fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with set_grad_enabled(self.mode):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+class no_grad(set_grad_enabled):
+    """``with ta.no_grad():`` (or ``@ta.no_grad()``): run ops without recording a graph."""
+
+    def __init__(self) -> None:
+        super().__init__(False)
+
+
+class enable_grad(set_grad_enabled):
+    """Turn recording back on inside a ``no_grad`` block."""
+
+    def __init__(self) -> None:
+        super().__init__(True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Version counters and saved tensors: catching in-place changes to what backward needs
+# --------------------------------------------------------------------------------------------------
+
+
+class VersionCounter:
+    """How many times a tensor's memory was changed in place. Views share their base's counter."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+class SavedTensor:
+    """A tensor kept for backward, with the version it had when it was saved.
+
+    Three kinds: an input of the op (kept as the Tensor, so gradients of gradients can flow through it),
+    the op's own output (kept as the bare array: keeping the Tensor would make a cycle
+    output -> grad_fn -> saved output; the Tensor is rebuilt on unpacking), or an intermediate array
+    computed in forward (a constant to autograd).
+    """
+
+    __slots__ = ("tensor", "array", "version", "counter", "is_output")
+
+    def __init__(self, tensor: Tensor | None, array: Any, counter: VersionCounter | None, is_output: bool):
+        self.tensor, self.array, self.counter, self.is_output = tensor, array, counter, is_output
+        self.version = counter.value if counter is not None else 0
+
+    def unpack(self, node: Function) -> Tensor:
+        if self.counter is not None and self.counter.value != self.version:
+            raise RuntimeError(
+                f"one of the tensors that {node.name} saved for backward was modified by an in-place "
+                f"operation (it is at version {self.counter.value}, it was saved at version {self.version}). "
+                "Use the out-of-place form of the op that changed it (e.g. x = x + 1 instead of x += 1)."
+            )
+        if self.tensor is not None:
+            return self.tensor
+        Tensor = _tensor_module.Tensor
+        if self.is_output:
+            out = Tensor._make(self.array, requires_grad=True, grad_fn=node)
+            out._version = self.counter
+            return out
+        return Tensor._make(self.array)
+
+
+# --------------------------------------------------------------------------------------------------
+# Function: one op, one node of the graph
+# --------------------------------------------------------------------------------------------------
+
+
+class Function:
+    """Base class of every differentiable op.
+
+    A subclass writes two methods:
+
+    - ``forward(self, *arrays, **params) -> array``: compute the output from the inputs' arrays, and call
+      ``self.save_for_backward(...)`` with exactly the arrays backward will need (inputs, the output, or
+      intermediates); nothing else is kept alive.
+    - ``backward(self, grad) -> grad_input or tuple of them``: given the gradient of the loss with
+      respect to the output (a Tensor), return the gradient with respect to each tensor input (a Tensor,
+      or None where ``self.needs_input_grad[i]`` is False). Write it with Tensor ops, so that it is
+      differentiable in turn.
+
+    Every tensor argument of ``apply`` is positional; options (dims, shapes, flags) are keywords.
+    """
+
+    next_functions: tuple[Any, ...] = ()
+
+    def __init__(self) -> None:
+        self.needs_input_grad: tuple[bool, ...] = ()
+        self.next_functions = ()
+        self.output_shape: tuple[int, ...] = ()
+        self.output_dtype: Any = None
+        self.hooks: list[Callable] = []  # gradient hooks of the output tensor (register_hook)
+        self.freed = False
+        self._to_save: tuple[Any, ...] = ()
+        self._saved: tuple[SavedTensor, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__ + "Backward"
+
+    # ---- what subclasses implement ----------------------------------------------------------------
+    def forward(self, *arrays: Any, **params: Any) -> Any:
+        raise NotImplementedError
+
+    def backward(self, grad: Tensor) -> Tensor | None | tuple[Tensor | None, ...]:
+        raise NotImplementedError
+
+    # ---- saving for backward ----------------------------------------------------------------------
+    def save_for_backward(self, *arrays: Any) -> None:
+        """Called in ``forward`` with the arrays backward needs; read them back as ``saved_tensors``."""
+        self._to_save = arrays
+
+    @property
+    def saved_tensors(self) -> tuple[Tensor, ...]:
+        """The saved arrays as Tensors: inputs and the output stay connected to the graph."""
+        if self.freed:
+            raise RuntimeError(
+                f"trying to backward through {self.name} a second time, but its saved tensors were "
+                "already freed. Pass retain_graph=True to the first backward() (or autograd.grad) "
+                "if you need to backward through the graph twice."
+            )
+        return tuple(s.unpack(self) for s in self._saved)
+
+    @property
+    def create_graph(self) -> bool:
+        """True when backward is being recorded (``create_graph=True``): intermediates saved as constants
+        must then be recomputed from the inputs with differentiable ops, or higher-order gradients
+        would be wrong."""
+        return _grad_enabled
+
+    def release(self) -> None:
+        """Drop everything saved for backward (called once the engine has used this node)."""
+        self._saved = ()
+        self.freed = True
+
+    # ---- recording --------------------------------------------------------------------------------
+    @classmethod
+    def apply(cls, *inputs: Tensor, **params: Any) -> Tensor:
+        """Run the op on tensors and, if any input requires grad, record it in the graph."""
+        Tensor = _tensor_module.Tensor
+        for t in inputs:
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{cls.__name__} expects Tensor inputs, got {type(t).__name__}")
+        if len(inputs) > 1:
+            _check_same_device(cls.__name__, inputs)
+        fn = cls()
+        record = _grad_enabled and any(t.requires_grad for t in inputs)
+        fn.needs_input_grad = tuple(t.requires_grad for t in inputs) if record else (False,) * len(inputs)
+        raw = fn.forward(*[t.data for t in inputs], **params)
+        out_data = raw if hasattr(raw, "shape") and hasattr(raw, "__array_priority__") else _as_array(raw)
+        if not record or out_data.dtype.kind != "f":  # integer/bool results carry no gradient
+            return Tensor._make(out_data)
+        out = Tensor._make(out_data, requires_grad=True, grad_fn=fn)
+        fn.next_functions = tuple(t.grad_fn if t.grad_fn is not None else (t if t.requires_grad else None)
+                                  for t in inputs)
+        fn.output_shape, fn.output_dtype = out_data.shape, out_data.dtype
+        fn._saved = tuple(_save(a, inputs, raw, out) for a in fn._to_save)
+        fn._to_save = ()
+        return out
+
+
+def _as_array(x: Any) -> Any:
+    """Reductions of NumPy arrays to a scalar return NumPy scalars; tensors always hold arrays."""
+    return array_module(x).asarray(x)
+
+
+def _save(array: Any, inputs: Sequence[Tensor], raw_out: Any, out: Tensor) -> SavedTensor:
+    for t in inputs:
+        if array is t.data:
+            return SavedTensor(t, None, t._version, is_output=False)
+    if array is raw_out or array is out.data:
+        return SavedTensor(None, out.data, out._version, is_output=True)
+    return SavedTensor(None, array, None, is_output=False)
+
+
+def _check_same_device(op: str, inputs: Sequence[Tensor]) -> None:
+    first = type(inputs[0].data)
+    if all(type(t.data) is first for t in inputs) and first.__module__ == "numpy":
+        return
+    devices = [device_of(t.data) for t in inputs]
+    if any(d != devices[0] for d in devices):
+        names = ", ".join(f"{str(d)} {tuple(t.shape)}" for d, t in zip(devices, inputs))
+        raise RuntimeError(
+            f"{op}: expected all tensors on the same device, got {names}. Move them with .to(device)."
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# The backward engine
+# --------------------------------------------------------------------------------------------------
+
+
+def run_backward(
+    outputs: Sequence[Tensor],
+    grad_outputs: Sequence[Tensor],
+    retain_graph: bool,
+    create_graph: bool,
+    inputs: Sequence[Tensor] | None = None,
+) -> list[Tensor | None] | None:
+    """Propagate ``grad_outputs`` from ``outputs`` back through the graph.
+
+    With ``inputs=None`` gradients are accumulated into the ``.grad`` of every leaf reached (what
+    ``Tensor.backward`` does); otherwise they are returned for ``inputs`` and no ``.grad`` is touched
+    (what ``grad`` does).
+
+    The walk is iterative, so graph depth is limited only by memory. First count, for every node
+    reachable from the outputs, how many edges lead into it (its consumers). Then process nodes whose
+    consumers have all been processed (Kahn's algorithm): by then its gradient is complete.
+    """
+    Tensor = _tensor_module.Tensor
+    capture_leaf = {id(t): i for i, t in enumerate(inputs) if t.grad_fn is None} if inputs is not None else {}
+    capture_node = {t.grad_fn: i for i, t in enumerate(inputs) if t.grad_fn is not None} if inputs is not None else {}
+    captured: list[Tensor | None] = [None] * (len(inputs) if inputs is not None else 0)
+    handed_out: set[int] = {id(g.data) for g in grad_outputs}  # arrays a leaf .grad must not alias
+
+    def deliver_to_leaf(leaf: Tensor, g: Tensor) -> None:
+        for hook in leaf._hooks:
+            g = _run_hook(hook, g, leaf.shape)
+        if inputs is not None:
+            i = capture_leaf.get(id(leaf))
+            if i is not None:
+                captured[i] = g if captured[i] is None else captured[i] + g
+            return
+        if not create_graph:
+            g = Tensor._make(_own(g.data, handed_out))
+        if leaf.grad is None:
+            leaf.grad = g
+        else:
+            leaf.grad = leaf.grad + g if create_graph else Tensor._make(leaf.grad.data + g.data)
+
+    with set_grad_enabled(create_graph):
+        grads: dict[Function, Tensor] = {}
+        roots: list[Function] = []
+        for t, g in zip(outputs, grad_outputs):
+            if t.grad_fn is None:
+                if t.requires_grad:
+                    deliver_to_leaf(t, g)
+                continue
+            if t.grad_fn in grads:
+                grads[t.grad_fn] = grads[t.grad_fn] + g
+            else:
+                grads[t.grad_fn] = g
+                roots.append(t.grad_fn)
+
+        # 1. count the consumers of every reachable node
+        consumers: dict[Function, int] = {}
+        stack, seen = list(roots), set(roots)
+        while stack:
+            node = stack.pop()
+            for nxt in node.next_functions:
+                if isinstance(nxt, Function):
+                    consumers[nxt] = consumers.get(nxt, 0) + 1
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        stack.append(nxt)
+
+        # 2. process nodes once all their consumers are done
+        ready = [n for n in roots if consumers.get(n, 0) == 0]
+        while ready:
+            node = ready.pop()
+            g = grads.pop(node, None)
+            if g is not None:
+                for hook in node.hooks:
+                    g = _run_hook(hook, g, node.output_shape)
+                if node in capture_node:
+                    i = capture_node[node]
+                    captured[i] = g if captured[i] is None else captured[i] + g
+                if node.freed:
+                    node.saved_tensors  # raises the "backward a second time" error  # noqa: B018
+                input_grads = node.backward(g)
+                if not isinstance(input_grads, tuple):
+                    input_grads = (input_grads,)
+                if len(input_grads) != len(node.next_functions):
+                    raise RuntimeError(f"{node.name} returned {len(input_grads)} gradients for "
+                                       f"{len(node.next_functions)} inputs")
+                if not retain_graph:
+                    node.release()
+            else:  # no gradient reached this node (e.g. every path to it was non-differentiable)
+                input_grads = (None,) * len(node.next_functions)
+            for nxt, gi in zip(node.next_functions, input_grads):
+                if nxt is None:
+                    continue
+                if gi is not None:
+                    _check_grad(node, nxt, gi)
+                if isinstance(nxt, Function):
+                    if gi is not None:
+                        grads[nxt] = grads[nxt] + gi if nxt in grads else gi
+                    consumers[nxt] -= 1
+                    if consumers[nxt] == 0:
+                        ready.append(nxt)
+                elif gi is not None:
+                    deliver_to_leaf(nxt, gi)
+    return captured if inputs is not None else None
+
+
+def _run_hook(hook: Callable, g: Tensor, shape: tuple[int, ...]) -> Tensor:
+    result = hook(g)
+    if result is None:
+        return g
+    if tuple(result.shape) != tuple(shape):
+        raise RuntimeError(f"a gradient hook returned shape {tuple(result.shape)}, expected {tuple(shape)}")
+    return result
+
+
+def _own(array: Any, handed_out: set[int]) -> Any:
+    """A leaf's ``.grad`` must be writable memory of its own: optimizers update it in place."""
+    if id(array) in handed_out or 0 in array.strides or not getattr(array, "flags", None) or \
+            not array.flags.writeable:
+        array = array.copy()
+    handed_out.add(id(array))
+    return array
+
+
+def _check_grad(node: Function, nxt: Any, g: Tensor) -> None:
+    """An op's backward must return gradients shaped like its inputs; say which op did not."""
+    shape = nxt.output_shape if isinstance(nxt, Function) else nxt.shape
+    if tuple(g.shape) != tuple(shape):
+        raise RuntimeError(f"{node.name} returned a gradient of shape {tuple(g.shape)} for an input of "
+                           f"shape {tuple(shape)} (this is a bug in that op)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_list(x: Any) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _default_grads(outputs: list[Tensor], grad_outputs: list[Any]) -> list[Tensor]:
+    Tensor = _tensor_module.Tensor
+    result = []
+    for t, g in zip(outputs, grad_outputs):
+        if not t.requires_grad:
+            raise RuntimeError(
+                f"element of the outputs (shape {tuple(t.shape)}) does not require grad and has no grad_fn: "
+                "did you create it under no_grad, or from tensors without requires_grad=True?"
+            )
+        if g is None:
+            if t.numel() != 1:
+                raise RuntimeError(
+                    f"grad can be implicitly created only for scalar outputs, but the output has shape "
+                    f"{tuple(t.shape)}: pass gradient= (a tensor of that shape), or reduce it first (e.g. .sum())"
+                )
+            g = Tensor._make(t.xp.ones_like(t.data))
+        elif not isinstance(g, Tensor):
+            g = Tensor._make(t.xp.asarray(g, dtype=t.dtype))
+        if tuple(g.shape) != tuple(t.shape):
+            raise RuntimeError(f"gradient has shape {tuple(g.shape)} but the output has shape {tuple(t.shape)}")
+        result.append(g)
+    return result
+
+
+def backward(tensors: Tensor | Sequence[Tensor], grad_tensors: Any = None, retain_graph: bool | None = None,
+             create_graph: bool = False) -> None:
+    """Accumulate d(tensors)/d(leaf) into the ``.grad`` of every leaf that requires grad."""
+    outputs = _as_list(tensors)
+    grads = _default_grads(outputs, _as_list(grad_tensors) if grad_tensors is not None else [None] * len(outputs))
+    run_backward(outputs, grads, create_graph if retain_graph is None else retain_graph, create_graph)
+
+
+def grad(
+    outputs: Tensor | Sequence[Tensor],
+    inputs: Tensor | Sequence[Tensor],
+    grad_outputs: Any = None,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+    allow_unused: bool = False,
+) -> tuple[Tensor | None, ...]:
+    """Return d(outputs)/d(inputs) without touching any ``.grad``. With ``create_graph=True`` the result
+    is itself differentiable (Hessian-vector products, gradient penalties)."""
+    outs, ins = _as_list(outputs), _as_list(inputs)
+    for i, t in enumerate(ins):
+        if not t.requires_grad:
+            raise RuntimeError(f"input {i} (shape {tuple(t.shape)}) does not require grad")
+    gos = _default_grads(outs, _as_list(grad_outputs) if grad_outputs is not None else [None] * len(outs))
+    result = run_backward(outs, gos, create_graph if retain_graph is None else retain_graph, create_graph, ins)
+    assert result is not None
+    for i, g in enumerate(result):
+        if g is None and not allow_unused:
+            raise RuntimeError(f"input {i} (shape {tuple(ins[i].shape)}) was not used to compute the outputs; "
+                               "pass allow_unused=True if that is expected")
+    return tuple(result)
+
+
+def weak_hook_target(tensor: Tensor) -> Callable[[], Tensor | None]:
+    """A weak reference for hooks that must point back at a tensor without keeping it alive."""
+    return weakref.ref(tensor)
+
+
+# Tensor imports this module, and we need Tensor only at call time: import it last.
+from . import tensor as _tensor_module  # noqa: E402

@@ -1,0 +1,507 @@
+"""Elementwise ops: one output element from the matching input elements.
+
+Binary ops broadcast like NumPy. Broadcasting copies an input along some axes, so in backward the
+gradient is summed back along those axes (``sum_to``): the adjoint of a copy is a sum.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..autograd import Function
+from ..backend import array_module as _xp
+from ..dtypes import default_float
+from ..special import erf as _erf
+from ..tensor import Tensor, _coerce
+from .reduce import sum_to
+from .shapes import broadcast_shape
+
+
+def _binary_check(op: str, x: Any, y: Any) -> None:
+    if x.shape != y.shape:
+        broadcast_shape(x.shape, y.shape, op=op)  # raises with both shapes if incompatible
+
+
+def _const(like: Tensor, array: Any) -> Tensor:
+    """An array computed in backward that autograd treats as a constant (masks, signs)."""
+    return Tensor._make(array.astype(like.dtype, copy=False))
+
+
+# ---- arithmetic ---------------------------------------------------------------------------------------
+
+
+class Add(Function):
+    """z = x + y.   dz/dx = 1, dz/dy = 1 (then summed over broadcast axes)."""
+
+    def forward(self, x: Any, y: Any) -> Any:
+        _binary_check("add", x, y)
+        self.shapes = x.shape, y.shape
+        return x + y
+
+    def backward(self, g: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        gx = sum_to(g, self.shapes[0]) if self.needs_input_grad[0] else None
+        gy = sum_to(g, self.shapes[1]) if self.needs_input_grad[1] else None
+        return gx, gy
+
+
+class Sub(Function):
+    """z = x - y.   dz/dx = 1, dz/dy = -1."""
+
+    def forward(self, x: Any, y: Any) -> Any:
+        _binary_check("sub", x, y)
+        self.shapes = x.shape, y.shape
+        return x - y
+
+    def backward(self, g: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        gx = sum_to(g, self.shapes[0]) if self.needs_input_grad[0] else None
+        gy = -sum_to(g, self.shapes[1]) if self.needs_input_grad[1] else None
+        return gx, gy
+
+
+class Mul(Function):
+    """z = x * y.   dz/dx = y, dz/dy = x."""
+
+    def forward(self, x: Any, y: Any) -> Any:
+        _binary_check("mul", x, y)
+        self.save_for_backward(x, y)
+        return x * y
+
+    def backward(self, g: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        x, y = self.saved_tensors
+        gx = sum_to(g * y, x.shape) if self.needs_input_grad[0] else None
+        gy = sum_to(g * x, y.shape) if self.needs_input_grad[1] else None
+        return gx, gy
+
+
+class Div(Function):
+    """z = x / y.   dz/dx = 1/y, dz/dy = -x/y^2."""
+
+    def forward(self, x: Any, y: Any) -> Any:
+        _binary_check("div", x, y)
+        self.save_for_backward(x, y)
+        return x / y
+
+    def backward(self, g: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        x, y = self.saved_tensors
+        gx = sum_to(g / y, x.shape) if self.needs_input_grad[0] else None
+        gy = sum_to(-g * x / (y * y), y.shape) if self.needs_input_grad[1] else None
+        return gx, gy
+
+
+class Neg(Function):
+    """z = -x.   dz/dx = -1."""
+
+    def forward(self, x: Any) -> Any:
+        return -x
+
+    def backward(self, g: Tensor) -> Tensor:
+        return -g
+
+
+class PowScalar(Function):
+    """z = x^c for a Python number c.   dz/dx = c * x^(c-1)."""
+
+    def forward(self, x: Any, exponent: float) -> Any:
+        self.exponent = exponent
+        self.save_for_backward(x)
+        return x**exponent
+
+    def backward(self, g: Tensor) -> Tensor:
+        (x,) = self.saved_tensors
+        c = self.exponent
+        if c == 2:
+            return g * x * 2
+        return g * (x ** (c - 1)) * c
+
+
+class Pow(Function):
+    """z = x^y for tensors.   dz/dx = y * x^(y-1),  dz/dy = z * log(x)."""
+
+    def forward(self, x: Any, y: Any) -> Any:
+        _binary_check("pow", x, y)
+        z = x**y
+        self.save_for_backward(x, y, z)
+        return z
+
+    def backward(self, g: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        x, y, z = self.saved_tensors
+        gx = sum_to(g * y * x ** (y - 1), x.shape) if self.needs_input_grad[0] else None
+        gy = sum_to(g * z * log(x), y.shape) if self.needs_input_grad[1] else None
+        return gx, gy
+
+
+# ---- unary math ---------------------------------------------------------------------------------------
+
+
+class Exp(Function):
+    """z = e^x.   dz/dx = e^x = z (so we keep the output, not the input)."""
+
+    def forward(self, x: Any) -> Any:
+        z = _xp(x).exp(x)
+        self.save_for_backward(z)
+        return z
+
+    def backward(self, g: Tensor) -> Tensor:
+        (z,) = self.saved_tensors
+        return g * z
+
+
+class Log(Function):
+    """z = ln x.   dz/dx = 1/x."""
+
+    def forward(self, x: Any) -> Any:
+        self.save_for_backward(x)
+        return _xp(x).log(x)
+
+    def backward(self, g: Tensor) -> Tensor:
+        (x,) = self.saved_tensors
+        return g / x
+
+
+class Sqrt(Function):
+    """z = sqrt(x).   dz/dx = 1 / (2 sqrt(x)) = 1 / (2z)."""
+
+    def forward(self, x: Any) -> Any:
+        z = _xp(x).sqrt(x)
+        self.save_for_backward(z)
+        return z
+
+    def backward(self, g: Tensor) -> Tensor:
+        (z,) = self.saved_tensors
+        return g / (z * 2)
+
+
+class Abs(Function):
+    """z = |x|.   dz/dx = sign(x) (0 at 0, as PyTorch)."""
+
+    def forward(self, x: Any) -> Any:
+        self.save_for_backward(x)
+        return _xp(x).abs(x)
+
+    def backward(self, g: Tensor) -> Tensor:
+        (x,) = self.saved_tensors
+        return g * _const(x, x.xp.sign(x.data))
+
+
+class Sin(Function):
+    """z = sin x.   dz/dx = cos x."""
+
+    def forward(self, x: Any) -> Any:
+        self.save_for_backward(x)
+        return _xp(x).sin(x)
+
+    def backward(self, g: Tensor) -> Tensor:
+        (x,) = self.saved_tensors
+        return g * cos(x)
+
+
+class Cos(Function):
+    """z = cos x.   dz/dx = -sin x."""
+
+    def forward(self, x: Any) -> Any:
+        self.save_for_backward(x)
+        return _xp(x).cos(x)
+
+    def backward(self, g: Tensor) -> Tensor:
+        (x,) = self.saved_tensors
+        return -g * sin(x)
+
+
+class Tanh(Function):
+    """z = tanh x.   dz/dx = 1 - z^2."""
+
+    def forward(self, x: Any) -> Any:
+        z = _xp(x).tanh(x)
+        self.save_for_backward(z)
+        return z
+
+    def backward(self, g: Tensor) -> Tensor:
+        (z,) = self.saved_tensors
+        return g * (1 - z * z)
+
+
+class Sigmoid(Function):
+    """z = 1 / (1 + e^-x).   dz/dx = z (1 - z).  Computed as (1 + tanh(x/2)) / 2: no overflow for any x."""
+
+    def forward(self, x: Any) -> Any:
+        xp = _xp(x)
+        z = xp.tanh(x * 0.5)
+        z += 1
+        z *= 0.5
+        self.save_for_backward(z)
+        return z
+
+    def backward(self, g: Tensor) -> Tensor:
+        (z,) = self.saved_tensors
+        return g * z * (1 - z)
+
+
+class Relu(Function):
+    """z = max(x, 0).   dz/dx = 1 where x > 0, else 0."""
+
+    def forward(self, x: Any) -> Any:
+        z = _xp(x).maximum(x, 0)
+        self.save_for_backward(z)
+        return z
+
+    def backward(self, g: Tensor) -> Tensor:
+        (z,) = self.saved_tensors
+        return g * _const(z, z.data > 0)
+
+
+class Erf(Function):
+    """z = erf x.   dz/dx = 2/sqrt(pi) * exp(-x^2)."""
+
+    def forward(self, x: Any) -> Any:
+        self.save_for_backward(x)
+        return _erf(x, _xp(x))
+
+    def backward(self, g: Tensor) -> Tensor:
+        (x,) = self.saved_tensors
+        return g * exp(-(x * x)) * (2 / math.sqrt(math.pi))
+
+
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+
+
+class Gelu(Function):
+    """Exact: z = x Phi(x) = x/2 (1 + erf(x/sqrt 2)),   dz/dx = Phi(x) + x phi(x), phi the normal pdf.
+    Tanh approximation: z = x/2 (1 + tanh(u)), u = sqrt(2/pi)(x + 0.044715 x^3),
+    dz/dx = (1 + tanh u)/2 + x/2 (1 - tanh^2 u) sqrt(2/pi)(1 + 3 * 0.044715 x^2)."""
+
+    def forward(self, x: Any, approximate: str) -> Any:
+        xp = _xp(x)
+        self.approximate = approximate
+        self.save_for_backward(x)
+        if approximate == "tanh":
+            inner = xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
+        else:
+            inner = _erf(x * (1 / math.sqrt(2)), xp)
+        inner += 1
+        inner *= 0.5
+        return x * inner
+
+    def backward(self, g: Tensor) -> Tensor:
+        (x,) = self.saved_tensors
+        if self.approximate == "tanh":
+            t = tanh((x + x * x * x * 0.044715) * _SQRT_2_OVER_PI)
+            d = (t + 1) * 0.5 + x * 0.5 * (1 - t * t) * _SQRT_2_OVER_PI * (x * x * (3 * 0.044715) + 1)
+        else:
+            cdf = (erf(x * (1 / math.sqrt(2))) + 1) * 0.5
+            pdf = exp(x * x * -0.5) * (1 / math.sqrt(2 * math.pi))
+            d = cdf + x * pdf
+        return g * d
+
+
+# ---- comparisons that carry gradient ---------------------------------------------------------------------
+
+
+class Maximum(Function):
+    """z = max(x, y).   The gradient goes to the larger input; on ties it is split evenly."""
+
+    def forward(self, x: Any, y: Any) -> Any:
+        _binary_check("maximum", x, y)
+        self.save_for_backward(x, y)
+        return _xp(x).maximum(x, y)
+
+    def backward(self, g: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        x, y = self.saved_tensors
+        share_x = _const(g, (x.data > y.data) + 0.5 * (x.data == y.data))
+        return _split_between(self, g, share_x, x.shape, y.shape)
+
+
+class Minimum(Function):
+    """z = min(x, y).   The gradient goes to the smaller input; on ties it is split evenly."""
+
+    def forward(self, x: Any, y: Any) -> Any:
+        _binary_check("minimum", x, y)
+        self.save_for_backward(x, y)
+        return _xp(x).minimum(x, y)
+
+    def backward(self, g: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        x, y = self.saved_tensors
+        share_x = _const(g, (x.data < y.data) + 0.5 * (x.data == y.data))
+        return _split_between(self, g, share_x, x.shape, y.shape)
+
+
+def _split_between(fn: Function, g: Tensor, share_x: Tensor, shape_x: tuple, shape_y: tuple) -> tuple:
+    gx = sum_to(g * share_x, shape_x) if fn.needs_input_grad[0] else None
+    gy = sum_to(g * (1 - share_x), shape_y) if fn.needs_input_grad[1] else None
+    return gx, gy
+
+
+class Where(Function):
+    """z = x where cond else y.   dz/dx = cond, dz/dy = not cond (cond gets no gradient)."""
+
+    def forward(self, cond: Any, x: Any, y: Any) -> Any:
+        if cond.dtype.kind != "b":
+            raise TypeError(f"where: the condition must be a boolean tensor, got {cond.dtype}")
+        broadcast_shape(cond.shape, x.shape, y.shape, op="where")
+        self.save_for_backward(cond)
+        self.shapes = x.shape, y.shape
+        return _xp(x).where(cond, x, y)
+
+    def backward(self, g: Tensor) -> tuple[None, Tensor | None, Tensor | None]:
+        (cond,) = self.saved_tensors
+        zero = Tensor._make(g.xp.zeros((), dtype=g.dtype))
+        gx = sum_to(where(cond, g, zero), self.shapes[0]) if self.needs_input_grad[1] else None
+        gy = sum_to(where(cond, zero, g), self.shapes[1]) if self.needs_input_grad[2] else None
+        return None, gx, gy
+
+
+class Clamp(Function):
+    """z = min(max(x, lo), hi).   dz/dx = 1 where lo <= x <= hi, else 0."""
+
+    def forward(self, x: Any, lo: float | None, hi: float | None) -> Any:
+        self.save_for_backward(x)
+        self.lo, self.hi = lo, hi
+        return _xp(x).clip(x, lo, hi)
+
+    def backward(self, g: Tensor) -> Tensor:
+        (x,) = self.saved_tensors
+        inside = x.xp.ones(x.shape, dtype=bool)
+        if self.lo is not None:
+            inside &= x.data >= self.lo
+        if self.hi is not None:
+            inside &= x.data <= self.hi
+        return g * _const(g, inside)
+
+
+class Cast(Function):
+    """z = x converted to another dtype.   dz/dx = 1 (the gradient is converted back)."""
+
+    def forward(self, x: Any, dtype: Any) -> Any:
+        self.in_dtype = x.dtype
+        return x.astype(dtype)
+
+    def backward(self, g: Tensor) -> Tensor:
+        return cast(g, self.in_dtype)
+
+
+class Clone(Function):
+    """z = a copy of x.   dz/dx = 1."""
+
+    def forward(self, x: Any) -> Any:
+        return x.copy()
+
+    def backward(self, g: Tensor) -> Tensor:
+        return g
+
+
+# ---- the functions users call ---------------------------------------------------------------------------
+
+
+def add(x: Tensor, y: Any) -> Tensor:
+    return Add.apply(x, _coerce(y, x))
+
+
+def sub(x: Tensor, y: Any) -> Tensor:
+    return Sub.apply(x, _coerce(y, x))
+
+
+def mul(x: Tensor, y: Any) -> Tensor:
+    return Mul.apply(x, _coerce(y, x))
+
+
+def div(x: Tensor, y: Any) -> Tensor:
+    if x.dtype.kind in "iub" and (not isinstance(y, Tensor) or y.dtype.kind in "iub"):
+        x = cast(x, default_float)  # true division of integers gives floats, as in PyTorch
+    return Div.apply(x, _coerce(y, x))
+
+
+def neg(x: Tensor) -> Tensor:
+    return Neg.apply(x)
+
+
+def pow(x: Tensor, exponent: Any) -> Tensor:
+    if isinstance(exponent, Tensor):
+        return Pow.apply(x, exponent)
+    return PowScalar.apply(x, exponent=exponent)
+
+
+def exp(x: Tensor) -> Tensor:
+    return Exp.apply(x)
+
+
+def log(x: Tensor) -> Tensor:
+    return Log.apply(x)
+
+
+def sqrt(x: Tensor) -> Tensor:
+    return Sqrt.apply(x)
+
+
+def abs(x: Tensor) -> Tensor:
+    return Abs.apply(x)
+
+
+def sin(x: Tensor) -> Tensor:
+    return Sin.apply(x)
+
+
+def cos(x: Tensor) -> Tensor:
+    return Cos.apply(x)
+
+
+def tanh(x: Tensor) -> Tensor:
+    return Tanh.apply(x)
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    return Sigmoid.apply(x)
+
+
+def relu(x: Tensor) -> Tensor:
+    return Relu.apply(x)
+
+
+def erf(x: Tensor) -> Tensor:
+    return Erf.apply(x)
+
+
+def gelu(x: Tensor, approximate: str = "none") -> Tensor:
+    """GELU: x * Phi(x); ``approximate="tanh"`` uses the tanh formula of Hendrycks & Gimpel."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return Gelu.apply(x, approximate=approximate)
+
+
+def maximum(x: Tensor, y: Any) -> Tensor:
+    return Maximum.apply(x, _coerce(y, x))
+
+
+def minimum(x: Tensor, y: Any) -> Tensor:
+    return Minimum.apply(x, _coerce(y, x))
+
+
+def where(cond: Tensor, x: Any, y: Any) -> Tensor:
+    """Elements of x where ``cond`` is True, of y elsewhere (x, y may be Python numbers)."""
+    if not isinstance(cond, Tensor):
+        raise TypeError(f"where: condition must be a boolean Tensor, got {type(cond).__name__}")
+    if isinstance(x, Tensor):
+        y = _coerce(y, x)
+    elif isinstance(y, Tensor):
+        x = _coerce(x, y)
+    else:
+        raise TypeError("where: at least one of x and y must be a Tensor")
+    return Where.apply(cond, x, y)
+
+
+def clamp(x: Tensor, min: float | None = None, max: float | None = None) -> Tensor:
+    if min is None and max is None:
+        raise ValueError("clamp: give at least one of min and max")
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        out = x if min is None else maximum(x, min)
+        return out if max is None else minimum(out, max)
+    return Clamp.apply(x, lo=min, hi=max)
+
+
+def cast(x: Tensor, dtype: Any) -> Tensor:
+    if x.dtype == dtype:
+        return x
+    return Cast.apply(x, dtype=dtype)
+
+
+def clone(x: Tensor) -> Tensor:
+    return Clone.apply(x)

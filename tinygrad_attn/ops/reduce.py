@@ -1,0 +1,199 @@
+"""Reductions: many input elements to one output element.
+
+The backward of a sum copies the output gradient back to every element that was summed (``expand``);
+the backward of ``expand`` sums it again (``sum_to``). That pair is the adjoint of broadcasting, and
+every other reduction's backward is built on it.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from typing import Any
+
+from ..autograd import Function
+from ..backend import array_module as _xp
+from ..tensor import Tensor
+from .shapes import kept_shape, normalize_dim, normalize_dims
+
+
+class Sum(Function):
+    """z = sum of x over ``dims``.   dz/dx_i = 1: the gradient is copied back to every summed element."""
+
+    def forward(self, x: Any, dims: tuple[int, ...], keepdim: bool) -> Any:
+        self.in_shape, self.dims = x.shape, dims
+        return x.sum(axis=dims, keepdims=keepdim)
+
+    def backward(self, g: Tensor) -> Tensor:
+        from .movement import expand, reshape
+
+        return expand(reshape(g, kept_shape(self.in_shape, self.dims)), self.in_shape)
+
+
+class SumTo(Function):
+    """Sum x down to ``shape`` (undo broadcasting: sum the leading axes and the axes where shape is 1).
+    Its backward is ``expand`` back to the input shape."""
+
+    def forward(self, x: Any, shape: tuple[int, ...]) -> Any:
+        self.in_shape = x.shape
+        lead = x.ndim - len(shape)
+        axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and x.shape[lead + i] != 1)
+        out = x.sum(axis=axes, keepdims=True) if axes else x
+        return out.reshape(shape)
+
+    def backward(self, g: Tensor) -> Tensor:
+        from .movement import expand
+
+        return expand(g, self.in_shape)
+
+
+class Amax(Function):
+    """z = max of x over ``dims``.   dz/dx_i = 1/k at the k positions that attain the max, 0 elsewhere
+    (ties share the gradient evenly)."""
+
+    def forward(self, x: Any, dims: tuple[int, ...], keepdim: bool, smallest: bool) -> Any:
+        z = x.min(axis=dims, keepdims=True) if smallest else x.max(axis=dims, keepdims=True)
+        self.dims, self.keepdim = dims, keepdim
+        self.save_for_backward(x, z)
+        return z if keepdim else z.reshape([n for i, n in enumerate(x.shape) if i not in dims])
+
+    def backward(self, g: Tensor) -> Tensor:
+        from .movement import reshape
+
+        x, z = self.saved_tensors
+        z_kept = z.data if self.keepdim else z.data.reshape(kept_shape(x.shape, self.dims))
+        hit = x.data == z_kept
+        share = hit / hit.sum(axis=self.dims, keepdims=True)
+        return reshape(g, kept_shape(x.shape, self.dims)) * Tensor._make(share.astype(x.dtype, copy=False))
+
+
+class LogSumExp(Function):
+    """z = log sum_i e^{x_i}, computed as m + log sum e^{x_i - m} with m = max x (no overflow).
+    dz/dx_i = e^{x_i - z} = softmax(x)_i."""
+
+    def forward(self, x: Any, dims: tuple[int, ...], keepdim: bool) -> Any:
+        xp = _xp(x)
+        m = x.max(axis=dims, keepdims=True)
+        m = xp.where(xp.isfinite(m), m, 0)  # rows of all -inf give -inf, not nan
+        z = xp.log(xp.exp(x - m).sum(axis=dims, keepdims=True)) + m
+        self.dims, self.keepdim = dims, keepdim
+        out = z if keepdim else z.reshape([n for i, n in enumerate(x.shape) if i not in dims])
+        self.save_for_backward(x, out)
+        return out
+
+    def backward(self, g: Tensor) -> Tensor:
+        from .elementwise import exp
+        from .movement import reshape
+
+        x, z = self.saved_tensors
+        shape = kept_shape(x.shape, self.dims)
+        return reshape(g, shape) * exp(x - reshape(z, shape))
+
+
+# ---- the functions users call ------------------------------------------------------------------------------
+
+
+def sum(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
+    """Sum over ``dim`` (an int, a tuple of ints, or None for all)."""
+    dims = normalize_dims(dim, x.ndim, "sum")
+    if x.dtype.kind in "b":
+        from .elementwise import cast
+
+        x = cast(x, x.xp.dtype("int64"))
+    return Sum.apply(x, dims=dims, keepdim=keepdim)
+
+
+def sum_to(x: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Sum a broadcast result back to ``shape`` (the adjoint of ``expand``)."""
+    if tuple(x.shape) == tuple(shape):
+        return x
+    return SumTo.apply(x, shape=tuple(shape))
+
+
+def mean(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
+    """Mean over ``dim``: the sum divided by the number of elements summed."""
+    if x.dtype.kind != "f":
+        raise TypeError(f"mean: needs a floating-point tensor, got {x.dtype} (use .float() first)")
+    dims = normalize_dims(dim, x.ndim, "mean")
+    n = 1
+    for d in dims:
+        n *= x.shape[d]
+    return Sum.apply(x, dims=dims, keepdim=keepdim) * (1.0 / n if n else float("nan"))
+
+
+def var(x: Tensor, dim: Any = None, correction: int = 1, keepdim: bool = False) -> Tensor:
+    """Variance: sum (x - mean)^2 / (N - correction). ``correction=1`` (the default) is unbiased."""
+    dims = normalize_dims(dim, x.ndim, "var")
+    n = 1
+    for d in dims:
+        n *= x.shape[d]
+    centered = x - mean(x, dims, keepdim=True)
+    return sum(centered * centered, dims, keepdim) * (1.0 / (n - correction) if n > correction else float("nan"))
+
+
+def std(x: Tensor, dim: Any = None, correction: int = 1, keepdim: bool = False) -> Tensor:
+    """Standard deviation: sqrt(var)."""
+    from .elementwise import sqrt
+
+    return sqrt(var(x, dim, correction, keepdim))
+
+
+MaxResult = namedtuple("MaxResult", ["values", "indices"])
+
+
+def amax(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
+    return Amax.apply(x, dims=_nonempty(x, dim, "amax"), keepdim=keepdim, smallest=False)
+
+
+def amin(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
+    return Amax.apply(x, dims=_nonempty(x, dim, "amin"), keepdim=keepdim, smallest=True)
+
+
+def _nonempty(x: Tensor, dim: Any, op: str) -> tuple[int, ...]:
+    dims = normalize_dims(dim, x.ndim, op)
+    if x.numel() == 0:
+        raise RuntimeError(f"{op}: the tensor is empty (shape {tuple(x.shape)}), it has no maximum or minimum")
+    return dims
+
+
+def max(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Any:
+    """Without ``dim``: the largest element. With ``dim``: ``(values, indices)`` along it, as PyTorch.
+    The gradient goes to the positions holding the maximum (split evenly between ties)."""
+    if dim is None:
+        return amax(x)
+    return MaxResult(amax(x, dim, keepdim), argmax(x, dim, keepdim))
+
+
+def min(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Any:
+    """Like ``max``, for the smallest elements."""
+    if dim is None:
+        return amin(x)
+    return MaxResult(amin(x, dim, keepdim), argmin(x, dim, keepdim))
+
+
+def _arg(x: Tensor, dim: int | None, keepdim: bool, name: str) -> Tensor:
+    if x.numel() == 0:
+        raise RuntimeError(f"{name}: the tensor is empty (shape {tuple(x.shape)})")
+    fn = getattr(x.xp, name)
+    if dim is None:
+        out = fn(x.data.reshape(-1))
+        out = out.reshape((1,) * x.ndim) if keepdim else out
+    else:
+        d = normalize_dim(dim, x.ndim, name)
+        out = fn(x.data, axis=d)
+        out = x.xp.expand_dims(out, d) if keepdim else out
+    return Tensor._make(x.xp.asarray(out, dtype=x.xp.int64))
+
+
+def argmax(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    """Index of the largest element (along ``dim``, or of the flattened tensor). No gradient."""
+    return _arg(x, dim, keepdim, "argmax")
+
+
+def argmin(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    """Index of the smallest element (along ``dim``, or of the flattened tensor). No gradient."""
+    return _arg(x, dim, keepdim, "argmin")
+
+
+def logsumexp(x: Tensor, dim: Any, keepdim: bool = False) -> Tensor:
+    """log(sum(exp(x))) over ``dim``, stable for large inputs."""
+    return LogSumExp.apply(x, dims=normalize_dims(dim, x.ndim, "logsumexp"), keepdim=keepdim)
