@@ -11,7 +11,10 @@ Where the files come from, first match wins:
 1. an explicit ``data_dir`` argument (the CLI's ``--data-dir``);
 2. the environment variable ``TINYGRAD_ATTN_DATA`` (a folder holding the ``.gz`` files);
 3. the cache folder ``$XDG_CACHE_HOME/tinygrad_attn/multi30k`` (``~/.cache/tinygrad_attn/multi30k``
-   when ``XDG_CACHE_HOME`` is unset). Missing files are downloaded there from the upstream
+   when ``XDG_CACHE_HOME`` is unset), if it already holds the files;
+4. a read-only copy at ``<repo root>/../shared/data/multi30k`` (``SHARED_DIR``), if it holds them:
+   the development and CI layout, so a checkout next to that folder never needs the network;
+5. otherwise the missing files are downloaded into the cache folder from the upstream
    repository (``UPSTREAM_URL``).
 
 Every file is checked against the SHA-256 sums in ``SHA256SUMS``. A folder you made yourself
@@ -41,6 +44,8 @@ SPLITS: tuple[str, ...] = ("train", "val", "test_2016_flickr")
 DIRECTIONS: tuple[tuple[str, str], ...] = (("de", "en"), ("en", "de"), ("en", "fr"), ("fr", "en"))
 
 ENV_VAR = "TINYGRAD_ATTN_DATA"
+# Read-only copy beside the repository (development/CI layout): <repo root>/../shared/data/multi30k.
+SHARED_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "multi30k"
 UPSTREAM_URL = "https://github.com/multi30k/dataset/raw/master/data/task1/raw/{name}"
 DOWNLOAD_TIMEOUT_S = 60.0
 
@@ -187,8 +192,9 @@ def find_multi30k(
 ) -> Path:
     """Return the folder that holds the Multi30k files ``names`` (default: all nine).
 
-    Looks in ``data_dir``, then ``$TINYGRAD_ATTN_DATA``, then the cache folder, where missing
-    files are downloaded when ``download`` is true. A folder given explicitly (argument or
+    Looks in ``data_dir``, then ``$TINYGRAD_ATTN_DATA``, then the cache folder, then ``SHARED_DIR``;
+    if neither of the last two has them, missing files are downloaded into the cache folder when
+    ``download`` is true. A folder given explicitly (argument or
     environment variable) must already hold the files: nothing is downloaded into it.
     With ``verify`` every file is checked against ``SHA256SUMS``.
     """
@@ -207,6 +213,8 @@ def find_multi30k(
     else:
         folder = default_cache_dir()
         missing = [n for n in names if not (folder / n).is_file()]
+        if missing and all((SHARED_DIR / n).is_file() for n in names):
+            folder, missing = SHARED_DIR, []
         if missing and not download:
             raise DataError(
                 f"{folder} lacks {', '.join(missing)} and downloading is switched off. "

@@ -45,6 +45,7 @@ def isolated(monkeypatch, tmp_path):
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
     monkeypatch.delenv(ENV_VAR, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.setattr(data, "SHARED_DIR", tmp_path / "no-shared-copy")
 
 
 def fake_upstream(monkeypatch, source_dir: Path, corrupt: bool = False) -> list[str]:
@@ -228,3 +229,14 @@ def test_cli_reports_counts(multi30k_dir, capsys):
     data.main(["--data-dir", str(multi30k_dir)])
     out = capsys.readouterr().out
     assert "29000" in out and "1014" in out and str(multi30k_dir) in out
+
+
+def test_shared_copy_is_used_after_the_cache(multi30k_dir, monkeypatch, tmp_path):
+    monkeypatch.setattr(data, "SHARED_DIR", multi30k_dir)
+    names = ["val.de.gz", "val.en.gz"]
+    assert find_multi30k(names=names) == multi30k_dir  # no download (urlopen would fail the test)
+    cache = default_cache_dir()
+    cache.mkdir(parents=True)
+    for n in names:
+        shutil.copy(multi30k_dir / n, cache)
+    assert find_multi30k(names=names) == cache  # the cache wins when it has the files
