@@ -1,0 +1,47 @@
+"""Test-suite wide setup: hypothesis profiles and the ``device`` fixture.
+
+Hypothesis profiles, chosen with the environment variable ``HYPOTHESIS_PROFILE``:
+
+- ``ci`` (the default): few examples per test, derandomized so every run draws the same inputs (a failure
+  on CI reproduces locally), no example database, no deadline (timings on shared machines are noise);
+- ``dev``: more examples, random each run, with the local example database (failures are replayed first);
+- ``intense``: many examples, for a long soak before a release: ``HYPOTHESIS_PROFILE=intense pytest tests``.
+
+Tests that pick their own ``max_examples`` scale it from the loaded profile (see ``tests/op_checks.py``),
+so ``intense`` makes every test work harder.
+
+The ``device`` fixture runs a test once per backend: ``"cpu"`` always, ``"cuda"`` when
+``ta.cuda.is_available()``; otherwise the cuda run is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import tinygrad_attn as ta
+
+settings.register_profile("ci", max_examples=10, deadline=None, derandomize=True, database=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=40, deadline=None)
+settings.register_profile("intense", max_examples=400, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+CUDA_AVAILABLE = ta.cuda.is_available()
+
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(
+        not CUDA_AVAILABLE, reason="no CUDA device: CuPy is not installed or no GPU was found")),
+]
+
+
+@pytest.fixture(scope="session", params=DEVICES)
+def device(request: pytest.FixtureRequest) -> str:
+    """The name of a backend to run on: "cpu", then "cuda" where one is available.
+
+    Session-scoped, so hypothesis' ``@given`` tests can use it (it is the same for every example)."""
+    return request.param
