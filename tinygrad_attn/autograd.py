@@ -86,10 +86,11 @@ class enable_grad(set_grad_enabled):
 class VersionCounter:
     """How many times a tensor's memory was changed in place. Views share their base's counter."""
 
-    __slots__ = ("value",)
+    __slots__ = ("value", "saved")
 
     def __init__(self) -> None:
         self.value = 0
+        self.saved = False  # has a Function kept this memory for backward?
 
 
 class SavedTensor:
@@ -106,6 +107,8 @@ class SavedTensor:
     def __init__(self, tensor: Tensor | None, array: Any, counter: VersionCounter | None, is_output: bool):
         self.tensor, self.array, self.counter, self.is_output = tensor, array, counter, is_output
         self.version = counter.value if counter is not None else 0
+        if counter is not None:
+            counter.saved = True
 
     def unpack(self, node: Function) -> Tensor:
         if self.counter is not None and self.counter.value != self.version:
@@ -153,6 +156,7 @@ class Function:
         self.output_shape: tuple[int, ...] = ()
         self.output_dtype: Any = None
         self.hooks: list[Callable] = []  # gradient hooks of the output tensor (register_hook)
+        self.retain_hook: Callable | None = None  # set by retain_grad; runs after the user's hooks
         self.freed = False
         self._to_save: tuple[Any, ...] = ()
         self._saved: tuple[SavedTensor, ...] = ()
@@ -271,25 +275,31 @@ def run_backward(
     consumers have all been processed (Kahn's algorithm): by then its gradient is complete.
     """
     Tensor = _tensor_module.Tensor
-    capture_leaf = {id(t): i for i, t in enumerate(inputs) if t.grad_fn is None} if inputs is not None else {}
-    capture_node = {t.grad_fn: i for i, t in enumerate(inputs) if t.grad_fn is not None} if inputs is not None else {}
-    captured: list[Tensor | None] = [None] * (len(inputs) if inputs is not None else 0)
+    wanted_leaves = {id(t) for t in inputs if t.grad_fn is None} if inputs is not None else None
+    capture_node: dict[Function, Tensor | None] = (
+        {t.grad_fn: None for t in inputs if t.grad_fn is not None} if inputs is not None else {})
     handed_out: set[int] = {id(g.data) for g in grad_outputs}  # arrays a leaf .grad must not alias
+    # A leaf's contributions are summed first, so that its hooks see (and may replace) the whole gradient.
+    leaf_grads: dict[int, tuple[Tensor, Tensor]] = {}
 
-    def deliver_to_leaf(leaf: Tensor, g: Tensor) -> None:
+    def collect_for_leaf(leaf: Tensor, g: Tensor) -> None:
+        if wanted_leaves is not None and id(leaf) not in wanted_leaves:
+            return
+        prev = leaf_grads.get(id(leaf))
+        leaf_grads[id(leaf)] = (leaf, g if prev is None else prev[1] + g)
+
+    def deliver_to_leaf(leaf: Tensor, g: Tensor) -> Tensor:
         for hook in leaf._hooks:
             g = _run_hook(hook, g, leaf.shape)
         if inputs is not None:
-            i = capture_leaf.get(id(leaf))
-            if i is not None:
-                captured[i] = g if captured[i] is None else captured[i] + g
-            return
+            return g
         if not create_graph:
             g = Tensor._make(_own(g.data, handed_out))
         if leaf.grad is None:
             leaf.grad = g
         else:
             leaf.grad = leaf.grad + g if create_graph else Tensor._make(leaf.grad.data + g.data)
+        return g
 
     with set_grad_enabled(create_graph):
         grads: dict[Function, Tensor] = {}
@@ -297,7 +307,7 @@ def run_backward(
         for t, g in zip(outputs, grad_outputs):
             if t.grad_fn is None:
                 if t.requires_grad:
-                    deliver_to_leaf(t, g)
+                    collect_for_leaf(t, g)
                 continue
             if t.grad_fn in grads:
                 grads[t.grad_fn] = grads[t.grad_fn] + g
@@ -317,17 +327,22 @@ def run_backward(
                         seen.add(nxt)
                         stack.append(nxt)
 
+        # grad(): only nodes on a path to a requested input run (the rest stay untouched, not freed)
+        useful = _leading_to(roots, wanted_leaves, capture_node) if inputs is not None else None
+
         # 2. process nodes once all their consumers are done
         ready = [n for n in roots if consumers.get(n, 0) == 0]
         while ready:
             node = ready.pop()
             g = grads.pop(node, None)
-            if g is not None:
-                for hook in node.hooks:
-                    g = _run_hook(hook, g, node.output_shape)
+            if g is not None and useful is not None and node not in useful:
                 if node in capture_node:
-                    i = capture_node[node]
-                    captured[i] = g if captured[i] is None else captured[i] + g
+                    capture_node[node] = _hooked(node, g)
+                g = None
+            if g is not None:
+                g = _hooked(node, g)
+                if node in capture_node:
+                    capture_node[node] = g
                 if node.freed:
                     node.saved_tensors  # raises the "backward a second time" error  # noqa: B018
                 input_grads = node.backward(g)
@@ -352,8 +367,42 @@ def run_backward(
                     if consumers[nxt] == 0:
                         ready.append(nxt)
                 elif gi is not None:
-                    deliver_to_leaf(nxt, gi)
-    return captured if inputs is not None else None
+                    collect_for_leaf(nxt, gi)
+        delivered = {key: deliver_to_leaf(leaf, g) for key, (leaf, g) in leaf_grads.items()}
+    if inputs is None:
+        return None
+    return [capture_node.get(t.grad_fn) if t.grad_fn is not None else delivered.get(id(t)) for t in inputs]
+
+
+def _leading_to(roots: Sequence[Function], leaves: set[int], targets: dict) -> set[Function]:
+    """The nodes from which some target node or leaf (by id) is reachable: the ones ``grad`` must run.
+
+    A depth-first walk that marks a node once all of its inputs' nodes are decided (post-order),
+    iterative like the engine."""
+    useful: set[Function] = set()
+    visited: set[Function] = set()
+    stack: list[tuple[Function, bool]] = [(r, False) for r in roots]
+    while stack:
+        node, children_done = stack.pop()
+        if children_done:
+            if any(nxt in useful or nxt in targets if isinstance(nxt, Function) else
+                   nxt is not None and id(nxt) in leaves for nxt in node.next_functions):
+                useful.add(node)
+        elif node not in visited:
+            visited.add(node)
+            stack.append((node, True))
+            stack.extend((nxt, False) for nxt in node.next_functions
+                         if isinstance(nxt, Function) and nxt not in visited)
+    return useful
+
+
+def _hooked(node: Function, g: Tensor) -> Tensor:
+    """Run the hooks of a node's output tensor on its gradient (then retain_grad's, on the final value)."""
+    for hook in node.hooks:
+        g = _run_hook(hook, g, node.output_shape)
+    if node.retain_hook is not None:
+        node.retain_hook(g)
+    return g
 
 
 def _run_hook(hook: Callable, g: Tensor, shape: tuple[int, ...]) -> Tensor:
