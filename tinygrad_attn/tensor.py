@@ -189,10 +189,10 @@ class Tensor:
         return self.to(other.dtype)
 
     def detach(self) -> Tensor:
-        """The same data, cut from the graph (shares memory and version counter)."""
+        """The same data, cut from the graph (shares memory and version counter, so in-place changes
+        through it are still caught; unlike a view it may be changed in place)."""
         out = Tensor._make(self.data)
         out._version = self._version
-        out._base = self._base if self._base is not None else self
         return out
 
     def detach_(self) -> Tensor:
@@ -217,7 +217,7 @@ class Tensor:
     # ---- autograd ----------------------------------------------------------------------------------
     def backward(self, gradient: Any = None, retain_graph: bool | None = None, create_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf in the graph behind self."""
-        autograd.backward(self, gradient, retain_graph, create_graph)
+        autograd.backward(self, None if gradient is None else [gradient], retain_graph, create_graph)
 
     def register_hook(self, hook: Callable[[Tensor], Tensor | None]) -> Callable[[], None]:
         """Call ``hook(grad)`` when the gradient of this tensor is computed; a returned tensor replaces
@@ -230,16 +230,17 @@ class Tensor:
 
     def retain_grad(self) -> None:
         """Keep the gradient of this non-leaf tensor in ``.grad`` after backward."""
-        if self.grad_fn is None:
+        if self.grad_fn is None or self.grad_fn.retain_hook is not None:
             return
         ref = autograd.weak_hook_target(self)
 
         def keep(g: Tensor) -> None:
             t = ref()
             if t is not None:
+                g = g if g.requires_grad else Tensor._make(g.data.copy())  # .grad must own writable memory
                 t.grad = g if t.grad is None else t.grad + g
 
-        self.grad_fn.hooks.append(keep)
+        self.grad_fn.retain_hook = keep
 
     # ---- in-place changes ---------------------------------------------------------------------------
     def _inplace(self, op: Callable[..., Tensor], *args: Any) -> Tensor:
@@ -258,16 +259,14 @@ class Tensor:
         if recording and self._base is not None and self._base.requires_grad:
             raise RuntimeError("in-place change of a view of a tensor that requires grad is not supported by "
                                "autograd: use the out-of-place op instead")
-        old = Tensor._make(self.data, self.requires_grad, self.grad_fn)
-        old._version = self._version
+        old = Tensor._make(self.data, self.requires_grad, self.grad_fn)  # the value before the change
         result = op(old, *args)
         if tuple(result.shape) != tuple(self.shape):
             raise RuntimeError(f"in-place op: result shape {tuple(result.shape)} cannot be written into a tensor "
                                f"of shape {tuple(self.shape)}")
         node = result.grad_fn
-        if node is not None and any(s.tensor is old for s in node._saved):
-            old.data = self.data.copy()  # backward needs the value we are about to overwrite
-            old._version = autograd.VersionCounter()
+        if old._version.saved:  # some op kept the old value for backward: give it a private copy
+            old.data = self.data.copy()
         self.xp.copyto(self.data, result.data, casting="same_kind")
         self._version.value += 1
         if node is not None:
