@@ -34,7 +34,10 @@ class Device:
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, str):
-            other = device(other)
+            try:
+                other = device(other)
+            except ValueError:
+                return False
         if not isinstance(other, Device):
             return NotImplemented
         return self.type == other.type and (self.index or 0) == (other.index or 0)
