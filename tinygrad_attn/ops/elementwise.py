@@ -23,6 +23,16 @@ def _binary_check(op: str, x: Any, y: Any) -> None:
         broadcast_shape(x.shape, y.shape, op=op)  # raises with both shapes if incompatible
 
 
+def _promote(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """An integer (or bool) tensor meeting a floating one takes the float's dtype, as in PyTorch
+    (NumPy would make int64 with float32 float64)."""
+    if x.dtype.kind == "f" and y.dtype.kind != "f":
+        return x, cast(y, x.dtype)
+    if y.dtype.kind == "f" and x.dtype.kind != "f":
+        return cast(x, y.dtype), y
+    return x, y
+
+
 def _const(like: Tensor, array: Any) -> Tensor:
     """An array computed in backward that autograd treats as a constant (masks, signs)."""
     return Tensor._make(array.astype(like.dtype, copy=False))
@@ -110,6 +120,8 @@ class PowScalar(Function):
     def backward(self, g: Tensor) -> Tensor:
         (x,) = self.saved_tensors
         c = self.exponent
+        if c == 0:  # x^0 = 1 is constant; c * x^(c-1) would be 0 * inf = nan at x = 0
+            return Tensor._make(g.xp.zeros_like(g.data))
         if c == 2:
             return g * x * 2
         return g * (x ** (c - 1)) * c
@@ -393,21 +405,21 @@ class Clone(Function):
 
 
 def add(x: Tensor, y: Any) -> Tensor:
-    return Add.apply(x, _coerce(y, x))
+    return Add.apply(*_promote(x, _coerce(y, x)))
 
 
 def sub(x: Tensor, y: Any) -> Tensor:
-    return Sub.apply(x, _coerce(y, x))
+    return Sub.apply(*_promote(x, _coerce(y, x)))
 
 
 def mul(x: Tensor, y: Any) -> Tensor:
-    return Mul.apply(x, _coerce(y, x))
+    return Mul.apply(*_promote(x, _coerce(y, x)))
 
 
 def div(x: Tensor, y: Any) -> Tensor:
     if x.dtype.kind in "iub" and (not isinstance(y, Tensor) or y.dtype.kind in "iub"):
         x = cast(x, default_float)  # true division of integers gives floats, as in PyTorch
-    return Div.apply(x, _coerce(y, x))
+    return Div.apply(*_promote(x, _coerce(y, x)))
 
 
 def neg(x: Tensor) -> Tensor:
@@ -416,7 +428,9 @@ def neg(x: Tensor) -> Tensor:
 
 def pow(x: Tensor, exponent: Any) -> Tensor:
     if isinstance(exponent, Tensor):
-        return Pow.apply(x, exponent)
+        return Pow.apply(*_promote(x, exponent))
+    if isinstance(exponent, float) and x.dtype.kind != "f":
+        x = cast(x, default_float)  # int ** float gives floats, as in PyTorch
     return PowScalar.apply(x, exponent=exponent)
 
 
@@ -468,11 +482,11 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
 
 
 def maximum(x: Tensor, y: Any) -> Tensor:
-    return Maximum.apply(x, _coerce(y, x))
+    return Maximum.apply(*_promote(x, _coerce(y, x)))
 
 
 def minimum(x: Tensor, y: Any) -> Tensor:
-    return Minimum.apply(x, _coerce(y, x))
+    return Minimum.apply(*_promote(x, _coerce(y, x)))
 
 
 def where(cond: Tensor, x: Any, y: Any) -> Tensor:
@@ -485,7 +499,7 @@ def where(cond: Tensor, x: Any, y: Any) -> Tensor:
         x = _coerce(x, y)
     else:
         raise TypeError("where: at least one of x and y must be a Tensor")
-    return Where.apply(cond, x, y)
+    return Where.apply(cond, *_promote(x, y))
 
 
 def clamp(x: Tensor, min: float | None = None, max: float | None = None) -> Tensor:
