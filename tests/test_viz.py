@@ -62,7 +62,7 @@ def test_labels_show_shape_dtype_and_names():
     nodes, _ = parse(viz.to_dot(out, params={"layer.weight": w, "layer.bias": b}))
     labels = set(nodes.values())
     assert "layer.weight\n(5, 2) float64\nrequires_grad" in labels
-    assert "layer.bias\n(2) float64\nrequires_grad" in labels
+    assert "layer.bias\n(2,) float64\nrequires_grad" in labels
     (matmul,) = labels_starting(nodes, "MatMulBackward")
     assert matmul.split("\n")[1] == "(7, 2) float64"
     assert len(nodes) == 2 + 2  # MatMul, Add, w, b: x does not require grad, so it is not in the graph
@@ -109,11 +109,11 @@ def test_show_saved_false_and_leaf_and_constant_roots():
     x = ta.randn(2, requires_grad=True)
     assert "saved" not in viz.to_dot(x.exp(), show_saved=False)
     nodes, edges = parse(viz.to_dot(x, params={"x": x}))
-    assert list(nodes.values()) == ["x\n(2) float32\nrequires_grad"] and edges == []
+    assert list(nodes.values()) == ["x\n(2,) float32\nrequires_grad"] and edges == []
     with ta.no_grad():
         c = x * 2
     nodes, edges = parse(viz.to_dot(c))
-    assert list(nodes.values()) == ["leaf\n(2) float32\nno grad"] and edges == []
+    assert list(nodes.values()) == ["leaf\n(2,) float32\nno grad"] and edges == []
 
 
 def test_several_outputs_share_nodes():

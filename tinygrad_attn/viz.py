@@ -152,7 +152,7 @@ def _leaf_label(t: Tensor, names: Mapping[int, str]) -> str:
 
 
 def _shape(shape: Sequence[int]) -> str:
-    return "(" + ", ".join(str(n) for n in shape) + ")"
+    return str(tuple(int(n) for n in shape))  # as ``tensor.shape`` prints: (3,), (4, 2), ()
 
 
 def _dtype(dtype: Any) -> str:
