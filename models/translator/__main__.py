@@ -1,0 +1,288 @@
+"""The translator's command line: ``python -m models.translator train|translate|evaluate|average``.
+
+(Also installed as the console script ``ta-translate``.)
+
+    train      python -m models.translator train configs/small.yaml            -> runs/small/
+               ... --preset tiny --max-minutes 5 --set train.warmup=400 --device cuda
+               ... --resume --run-dir runs/small                          (continue a killed run)
+    translate  python -m models.translator translate -c runs/small "Ein Hund rennt durch den Schnee."
+               ... --input sentences.de  |  < sentences.de  |  (no input: an interactive prompt)
+               ... --beam-size 4 --attention attention.png
+    evaluate   python -m models.translator evaluate -c runs/small --split test_2016_flickr --beam-size 4
+    average    python -m models.translator average runs/small --last 5      -> runs/small/averaged.safetensors
+
+``-c`` takes a checkpoint file or a run directory (its ``best.safetensors``, else the newest step).
+Problems the user can fix (a missing checkpoint, a bad config value, an unusable device, missing
+data, a vocabulary that does not fit the model) are reported in one line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from models.translator import checkpoints as ckpt
+from models.translator import config as cfg
+from models.translator.config import ConfigError
+from models.translator.data import SPLITS, DataError
+
+PROG = "python -m models.translator"
+
+
+# ---- train --------------------------------------------------------------------------------------------
+
+
+def _train_config(args: argparse.Namespace) -> tuple[cfg.Config, Path]:
+    """The config of ``train``: defaults < config file (or the run's config.yaml on --resume) < flags < --set."""
+    base = args.config
+    if base is None and args.resume and args.run_dir and (Path(args.run_dir) / cfg.CONFIG_NAME).is_file():
+        base = Path(args.run_dir) / cfg.CONFIG_NAME
+    config = cfg.load(base)
+    flags = []
+    for key, value in (("model.preset", args.preset), ("data.data_dir", args.data_dir), ("device", args.device),
+                       ("train.max_minutes", args.max_minutes), ("train.max_steps", args.max_steps),
+                       ("train.max_epochs", args.max_epochs), ("train.seed", args.seed)):
+        if value is not None:
+            flags.append((key, value))
+    for key, value in flags:
+        cfg.set_value(config, key, value)
+    if args.max_minutes is not None or args.max_steps is not None:  # an explicit budget replaces the epoch cap
+        if args.max_epochs is None:
+            config.train.max_epochs = None
+    if args.no_progress:
+        config.train.progress = False
+    cfg.apply_overrides(config, args.set)
+    cfg.validate(config)
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / config.model.preset
+    return config, run_dir
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from models.translator.train import train
+
+    config, run_dir = _train_config(args)
+    results = train(config, run_dir, resume=args.resume, overwrite=args.overwrite)
+    if results:
+        print(_results_table(results))
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def _results_table(results: dict[str, Any]) -> str:
+    lines = [f"after {results['step']} steps, {results['train_minutes']} minutes of training on {results['device']}:"]
+    for split, by_search in results["splits"].items():
+        for search, s in by_search.items():
+            lines.append(f"  {split:>17} {search:>7}: BLEU {s['bleu']:6.2f}  chrF {s['chrf']:6.2f}  "
+                         f"({s['sentences_per_s']:.0f} sentences/s)")
+    first = next(iter(next(iter(results["splits"].values())).values()))
+    lines.append(f"  sacreBLEU signature: {first['bleu_signature']}")
+    return "\n".join(lines)
+
+
+# ---- translate ----------------------------------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any, cfg.Config]:
+    from models.translator.train import resolve_device
+
+    device = resolve_device(args.device)
+    model, vocab, config, _ = ckpt.load_model(args.checkpoint, device=device, vocab_path=args.vocab)
+    if getattr(args, "beam_size", None) is not None:
+        config.decode.beam_size = args.beam_size
+    if getattr(args, "alpha", None) is not None:
+        config.decode.alpha = args.alpha
+    cfg.apply_overrides(config, getattr(args, "set", []) or [])
+    cfg.validate(config)
+    return model, vocab, config
+
+
+def _read_sentences(args: argparse.Namespace, stdin: TextIO) -> list[str] | None:
+    """Sentences from the arguments, ``--input``, or piped stdin; None means: interactive prompt."""
+    if args.sentences:
+        return list(args.sentences)
+    if args.input:
+        path = Path(args.input)
+        if not path.is_file():
+            raise FileNotFoundError(f"--input file not found: {path}")
+        return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines()]
+    if stdin.isatty():
+        return None
+    return [line.rstrip("\n") for line in stdin]
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from models.translator.train import translate
+
+    model, vocab, config = _load(args)
+    beam = config.decode.beam_size
+    sentences = _read_sentences(args, sys.stdin)
+    if sentences is None:  # interactive
+        src = config.data.direction.split("-")[0]
+        print(f"Translating {config.data.direction} (beam {beam}); an empty line or Ctrl-D quits.", file=sys.stderr)
+        while True:
+            try:
+                line = input(f"{src}> ")
+            except (EOFError, KeyboardInterrupt):
+                print(file=sys.stderr)
+                return 0
+            if not line.strip():
+                return 0
+            print(translate(model, vocab, [line], config, beam_size=beam)[0], flush=True)
+    outputs = translate(model, vocab, sentences, config, beam_size=beam) if sentences else []
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        for line in outputs:
+            print(line, file=out)
+    finally:
+        if args.output:
+            out.close()
+    if args.attention:
+        if not sentences:
+            raise ConfigError("--attention needs a sentence to draw")
+        for path in draw_attention(model, vocab, sentences[0], args.attention, beam, config.decode.alpha):
+            print(f"attention: {path}", file=sys.stderr)
+    return 0
+
+
+def draw_attention(model: Any, vocab: Any, sentence: str, path: str | Path, beam_size: int = 1,
+                   alpha: float = 0.6) -> list[Path]:
+    """Heatmaps of how the model attends while translating ``sentence``.
+
+    Decoder cross-attention (target pieces by source pieces, one map per layer and head) goes to
+    ``path``, encoder self-attention to ``<stem>-encoder.png`` beside it.
+    """
+    from models.translator.plots import plot_attention
+    from models.translator.search import attention_maps
+
+    maps = attention_maps(model, vocab, sentence, beam_size=beam_size, alpha=alpha)
+    return plot_attention(path, maps["source_tokens"], maps["target_tokens"], maps["cross"], maps["encoder"],
+                          title=f"{sentence} -> {maps['translation']}")
+
+
+# ---- evaluate -----------------------------------------------------------------------------------------
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from models.translator.evaluate import format_scores
+    from models.translator.train import load_pairs, score
+
+    model, vocab, config = _load(args)
+    if args.data_dir is not None:
+        config.data.data_dir = args.data_dir
+    pairs = load_pairs(config, args.split, args.limit)
+    beam = config.decode.beam_size
+    scores = score(model, vocab, pairs, config, beam_size=beam)
+    search = "greedy" if beam == 1 else f"beam {beam} (alpha {config.decode.alpha:g})"
+    print(f"{args.split} {config.data.direction}, {len(pairs)} sentences, {search}, "
+          f"{scores['sentences_per_s']:.1f} sentences/s")
+    print(format_scores(scores))
+    if args.json:
+        Path(args.json).write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+# ---- average ------------------------------------------------------------------------------------------
+
+
+def cmd_average(args: argparse.Namespace) -> int:
+    paths = [Path(p) for p in args.checkpoints]
+    if len(paths) == 1 and paths[0].is_dir():
+        run_dir = paths[0]
+        found = ckpt.list_checkpoints(run_dir)
+        if not found:
+            raise ckpt.CheckpointError(f"no ckpt_step<N>.safetensors in {run_dir} to average")
+        paths = found[-args.last:]
+        output = Path(args.output) if args.output else run_dir / ckpt.AVERAGED_NAME
+    else:
+        for p in paths:
+            if not p.is_file():
+                raise ckpt.CheckpointError(f"checkpoint not found: {p}")
+        if not args.output:
+            raise ConfigError("average: give --output when averaging explicit checkpoint files")
+        output = Path(args.output)
+    ckpt.write_averaged(paths, output)
+    print(f"averaged {len(paths)} checkpoints ({', '.join(p.name for p in paths)}) into {output}")
+    return 0
+
+
+# ---- the parser ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="A Transformer translator on tinygrad_attn (Multi30k).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,translate,evaluate,average}")
+
+    p = sub.add_parser("train", help="train a model (or --resume a run)",
+                       description="Train on Multi30k. Settings: defaults < CONFIG < flags < --set.")
+    p.add_argument("config", nargs="?", help="a .yaml/.toml config (e.g. configs/small.yaml)")
+    p.add_argument("--preset", help="model preset: tiny, small or base")
+    p.add_argument("--run-dir", help="where the run is written (default: runs/<preset>)")
+    p.add_argument("--data-dir", help="folder with the Multi30k .gz files")
+    p.add_argument("--device", help="cpu, cuda or cuda:N")
+    p.add_argument("--max-minutes", type=float, help="training time budget in minutes")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    p.add_argument("--max-epochs", type=int, help="stop after this many epochs")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set model.d_model=256 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing run in --run-dir first")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    def model_args(q: argparse.ArgumentParser) -> None:
+        q.add_argument("-c", "--checkpoint", required=True, help="a checkpoint file or a run directory")
+        q.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+        q.add_argument("--beam-size", type=int, help="1 = greedy (default: the run's decode.beam_size)")
+        q.add_argument("--alpha", type=float, help="length penalty of beam search (default: the run's)")
+        q.add_argument("--vocab", help="a SentencePiece .model to use instead of the checkpoint's own")
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override decode settings, e.g. --set decode.max_len_b=80")
+
+    p = sub.add_parser("translate", help="translate sentences (arguments, --input, stdin, or interactively)")
+    model_args(p)
+    p.add_argument("sentences", nargs="*", help="sentences to translate")
+    p.add_argument("--input", "-i", help="a file with one sentence per line")
+    p.add_argument("--output", "-o", help="write translations here instead of stdout")
+    p.add_argument("--attention", metavar="PNG", help="draw the first sentence's attention to this image")
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("evaluate", help="BLEU and chrF on a Multi30k split")
+    model_args(p)
+    p.add_argument("--split", default="test_2016_flickr", choices=SPLITS)
+    p.add_argument("--data-dir", help="folder with the Multi30k .gz files")
+    p.add_argument("--limit", type=int, help="only the first N sentence pairs")
+    p.add_argument("--json", metavar="PATH", help="also write the scores as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("average", help="average the last K checkpoints of a run into one")
+    p.add_argument("checkpoints", nargs="+", help="a run directory, or checkpoint files")
+    p.add_argument("--last", type=int, default=5, help="how many of a run's newest checkpoints (default 5)")
+    p.add_argument("--output", "-o", help="output file (default: <run>/averaged.safetensors)")
+    p.set_defaults(func=cmd_average)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m models.translator`` and ``ta-translate``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from models.translator.train import RunDirError
+
+    try:
+        return args.func(args)
+    except (ConfigError, ckpt.CheckpointError, DataError, RunDirError, FileNotFoundError) as e:
+        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
