@@ -1,0 +1,232 @@
+"""Loss functions: cross_entropy, nll_loss, mse_loss (re-exported by ``functional``; PyTorch's semantics).
+
+Layout: class scores have the classes in the **last** dim, (..., C), with class indices of shape (...).
+For the common (N, C) input this is exactly PyTorch's layout; for more dims PyTorch puts the classes in
+dim 1, (N, C, d1, ...), and such an input must be permuted first (the error message says how).
+
+Class-index targets equal to ``ignore_index`` contribute nothing; "mean" divides by the number of targets
+that are not ignored (by the sum of their class weights, with ``weight``), so a batch where every target
+is ignored gives nan for "mean", as in PyTorch, and zero gradients.
+
+Cross-entropy is fused: log_softmax, the pick of the target and label smoothing in one op whose backward
+is the famous (softmax - smoothed one-hot) * scale, computed in one (N, C) buffer without building a
+one-hot array. The composite version (log_softmax, then nll_loss) keeps the whole (N, C) log-probability
+array alive for backward; the fused op keeps only the input it was given and two numbers per row.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+from .autograd import Function
+from .backend import array_module as _xp
+from .ops.elementwise import exp
+from .ops.movement import IndexAdd, reshape
+from .ops.reduce import logsumexp
+from .ops.shapes import broadcast_shape
+from .tensor import Tensor
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+class CrossEntropy(Function):
+    """Row i, with p = softmax(x_i), target t, smoothing e, C classes and class weights w (all 1 without ``weight``):
+
+        loss_i = -(1 - e) w_t log p_t - (e / C) sum_c w_c log p_c
+        dloss_i/dx_ic = p_c ((1 - e) w_t + (e / C) sum_c w_c) - (1 - e) w_t [c = t] - (e / C) w_c
+
+    Without class weights the gradient is p - ((1 - e) [c = t] + e / C): softmax minus the smoothed one-hot.
+    Forward saves the input and, per row, its max m and log sum e^(x - m), from which backward rebuilds p.
+    """
+
+    def forward(self, x: Any, target: Any, row_weight: Any, row_valid: Any, class_weight: Any, reduction: str,
+                label_smoothing: float) -> Any:
+        xp = _xp(x)
+        n_rows, n_classes = x.shape
+        e = label_smoothing
+        m = x.max(axis=1)
+        m[~xp.isfinite(m)] = 0  # a row of -inf logits must not give inf - inf
+        shifted = x - m[:, None]  # the one (N, C) buffer forward needs
+        if e:  # sum_c w_c (x_c - m), for the smoothing term
+            smooth = shifted.sum(axis=1) if class_weight is None else shifted @ class_weight
+        xp.exp(shifted, out=shifted)
+        log_total = xp.log(shifted.sum(axis=1))  # logsumexp(x) - m
+        del shifted
+        picked = x[xp.arange(n_rows), target] - m  # x_t - m
+        loss = (log_total - picked) * (row_weight * (1 - e))  # -log p_t = logsumexp(x) - x_t
+        if e:
+            total_weight = n_classes if class_weight is None else float(class_weight.sum())
+            # -sum_c w_c log p_c = sum_c w_c (logsumexp(x) - x_c)
+            loss += (total_weight * log_total - smooth) * (row_valid * (e / n_classes))
+            self.total_weight = total_weight
+        self.target, self.row_weight, self.row_valid, self.class_weight = target, row_weight, row_valid, class_weight
+        self.label_smoothing = e
+        out, self.scale = _reduce_rows(loss, row_weight, reduction)
+        self.save_for_backward(x, m, log_total)
+        return out
+
+    def backward(self, g: Tensor) -> Tensor:
+        x, m, log_total = self.saved_tensors
+        n_rows, n_classes = x.shape
+        e, t, w = self.label_smoothing, self.target, self.class_weight
+        xp = x.xp
+        rows = xp.arange(n_rows)
+        # Per row: the coefficient of p, of the target's one-hot, and of the spread e / C w_c.
+        p_coef = self.row_weight * (1 - e)
+        t_coef = self.row_weight * (1 - e)
+        spread = self.row_valid * (e / n_classes)
+        if e:
+            p_coef = p_coef + spread * self.total_weight
+        if self.create_graph:  # the same formula in differentiable Tensor ops, p recomputed from x
+            coef = g * self.scale
+            p = exp(x - logsumexp(x, -1, keepdim=True))
+            grad = p * reshape(coef * Tensor._make(p_coef), (n_rows, 1))
+            grad = grad - IndexAdd.apply(coef * Tensor._make(t_coef), shape=x.shape, index=(rows, t))
+            if e:
+                spread_rows = reshape(coef * Tensor._make(spread), (n_rows, 1))
+                grad = grad - (spread_rows if w is None else spread_rows * Tensor._make(w))
+            return grad
+        # Nothing will differentiate this gradient: compute it in place in one (N, C) buffer.
+        c = g.data * self.scale  # the upstream gradient of each row's loss: a scalar, or one per row
+        grad = x.data - m.data[:, None]
+        grad -= log_total.data[:, None]
+        xp.exp(grad, out=grad)  # p
+        grad *= (c * p_coef)[:, None]
+        grad[rows, t] -= c * t_coef
+        if e:
+            spread_rows = (c * spread)[:, None]
+            grad -= spread_rows if w is None else spread_rows * w
+        return Tensor._make(grad)
+
+
+class NLLLoss(Function):
+    """loss_i = -w_t x_{i,t}: minus the (weighted) log-probability of the target.
+    dloss_i/dx_ic = -w_t [c = t]: the gradient lands on the targets and nowhere else."""
+
+    def forward(self, x: Any, target: Any, row_weight: Any, reduction: str) -> Any:
+        loss = x[_xp(x).arange(x.shape[0]), target] * row_weight
+        loss = -loss
+        self.shape, self.target, self.row_weight = x.shape, target, row_weight
+        out, self.scale = _reduce_rows(loss, row_weight, reduction)
+        return out
+
+    def backward(self, g: Tensor) -> Tensor:
+        per_row = (g * self.scale) * Tensor._make(-self.row_weight)
+        rows = g.xp.arange(self.shape[0])
+        return IndexAdd.apply(per_row, shape=self.shape, index=(rows, self.target))
+
+
+def _reduce_rows(loss: Any, row_weight: Any, reduction: str) -> tuple[Any, float]:
+    """Apply the reduction to per-row losses; also return the factor d(result)/d(row loss) of "mean"/"sum".
+
+    "mean" divides by the total weight of the rows that count (their number, without class weights); when
+    none counts the loss is nan, as in PyTorch, but the gradient is 0, not nan: the factor is then 0.
+    """
+    if reduction == "none":
+        return loss, 1.0
+    total = loss.sum()
+    if reduction == "sum":
+        return total, 1.0
+    denominator = float(row_weight.sum())
+    if denominator == 0:
+        return total * math.nan, 0.0
+    return total * (1.0 / denominator), 1.0 / denominator
+
+
+def _check_reduction(op: str, reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _class_targets(op: str, input: Tensor, target: Tensor, weight: Tensor | None,
+                   ignore_index: int) -> tuple[Tensor, Any, Any, Any, Any]:
+    """Check (..., C) scores against (...) class indices and flatten them to (M, C) and (M,).
+
+    Returns the scores as (M, C), and per row: the class to pick (0 for an ignored row, so that indexing
+    stays valid), that class's weight (0 for an ignored row), 1 or 0 for "the row counts", and the class
+    weights as an array of the input's dtype (or None).
+    """
+    if not isinstance(input, Tensor) or not isinstance(target, Tensor):
+        raise TypeError(f"{op}: input and target must be Tensors")
+    if input.dtype.kind != "f":
+        raise TypeError(f"{op}: input must be floating point (class scores), got {input.dtype}")
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{op}: target must hold class indices (an integer tensor), got {target.dtype}; "
+                        "class-probability targets are not supported")
+    if input.ndim == 0 or tuple(target.shape) != tuple(input.shape[:-1]):
+        hint = ""
+        if input.ndim > 2 and tuple(target.shape) == (input.shape[0],) + tuple(input.shape[2:]):
+            order = ", ".join(str(d) for d in (0, *range(2, input.ndim), 1))
+            hint = (f". This looks like PyTorch's (N, C, d1, ...) layout; here the classes go last: "
+                    f"pass input.permute({order})")
+        raise ValueError(f"{op}: input of shape {tuple(input.shape)} (classes in the last dim) needs a target of "
+                         f"shape {tuple(input.shape[:-1])}, got {tuple(target.shape)}{hint}")
+    if target.device != input.device:
+        raise RuntimeError(f"{op}: target is on {target.device} but input is on {input.device}")
+    n_classes = input.shape[-1]
+    if n_classes == 0:
+        raise ValueError(f"{op}: input of shape {tuple(input.shape)} has no classes")
+    xp = input.xp
+    x = reshape(input, (input.numel() // n_classes, n_classes))
+    t = target.data.reshape(-1)
+    valid = t != ignore_index
+    safe = xp.where(valid, t, 0)
+    bad = (safe < 0) | (safe >= n_classes)
+    if bad.any():
+        value = int(t[xp.flatnonzero(bad)[0]])
+        raise IndexError(f"{op}: target {value} is out of bounds for {n_classes} classes "
+                         f"(and is not ignore_index={ignore_index})")
+    row_valid = valid.astype(input.dtype)
+    w = None
+    if weight is not None:
+        if not isinstance(weight, Tensor) or tuple(weight.shape) != (n_classes,):
+            shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+            raise ValueError(f"{op}: weight must be a tensor of shape ({n_classes},), one per class, got {shape}")
+        if weight.device != input.device:
+            raise RuntimeError(f"{op}: weight is on {weight.device} but input is on {input.device}")
+        w = weight.data.astype(input.dtype, copy=False)  # a constant: no gradient flows to it, as in PyTorch
+    row_weight = row_valid if w is None else w[safe] * row_valid
+    return x, safe, row_weight, row_valid, w
+
+
+def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, *, ignore_index: int = -100,
+                  reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy between class scores (logits) ``input`` of shape (..., C) and class indices ``target`` of
+    shape (...): -log softmax(input)[target], mixed with the uniform distribution by ``label_smoothing``,
+    weighted per class by ``weight`` (C,), targets equal to ``ignore_index`` skipped. Stable for any logits."""
+    _check_reduction("cross_entropy", reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    x, t, row_weight, row_valid, w = _class_targets("cross_entropy", input, target, weight, ignore_index)
+    loss = CrossEntropy.apply(x, target=t, row_weight=row_weight, row_valid=row_valid, class_weight=w,
+                              reduction=reduction, label_smoothing=float(label_smoothing))
+    return reshape(loss, target.shape) if reduction == "none" else loss
+
+
+def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, *, ignore_index: int = -100,
+             reduction: str = "mean") -> Tensor:
+    """Negative log-likelihood: -input[..., target] for log-probabilities ``input`` (..., C) and class indices
+    ``target`` (...). ``cross_entropy(x, t)`` equals ``nll_loss(log_softmax(x), t)``, faster."""
+    _check_reduction("nll_loss", reduction)
+    x, t, row_weight, _, _ = _class_targets("nll_loss", input, target, weight, ignore_index)
+    loss = NLLLoss.apply(x, target=t, row_weight=row_weight, reduction=reduction)
+    return reshape(loss, target.shape) if reduction == "none" else loss
+
+
+def mse_loss(input: Tensor, target: Tensor, *, reduction: str = "mean") -> Tensor:
+    """Mean squared error, (input - target)^2 averaged (or summed) over all elements.
+    d/d input = 2 (input - target) / N for "mean". Composed of primitive ops."""
+    _check_reduction("mse_loss", reduction)
+    if not isinstance(target, Tensor):
+        raise TypeError(f"mse_loss: target must be a Tensor, got {type(target).__name__}")
+    if tuple(input.shape) != tuple(target.shape):
+        shape = broadcast_shape(input.shape, target.shape, op="mse_loss")
+        warnings.warn(f"mse_loss: target shape {tuple(target.shape)} differs from input shape "
+                      f"{tuple(input.shape)}; they are broadcast to {shape}, which is rarely intended", stacklevel=2)
+    diff = input - target
+    squared = diff * diff
+    if reduction == "none":
+        return squared
+    return squared.sum() if reduction == "sum" else squared.mean()
