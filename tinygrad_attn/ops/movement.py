@@ -260,6 +260,9 @@ def expand(x: Tensor, shape: Sequence[int]) -> Tensor:
     lead = len(shape) - x.ndim
     if lead < 0:
         raise ValueError(f"expand: cannot expand shape {tuple(x.shape)} to fewer dims {shape}")
+    if -1 in shape[:lead]:
+        raise ValueError(f"expand: -1 keeps the size of an existing dim, it cannot size a new leading dim "
+                         f"(shape {tuple(x.shape)} to {shape})")
     shape = tuple(x.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
     for i, n in enumerate(x.shape):
         if n != 1 and n != shape[lead + i]:
