@@ -131,10 +131,12 @@ def var(x: Tensor, dim: Any = None, correction: int = 1, keepdim: bool = False) 
 
 
 def std(x: Tensor, dim: Any = None, correction: int = 1, keepdim: bool = False) -> Tensor:
-    """Standard deviation: sqrt(var)."""
-    from .elementwise import sqrt
+    """Standard deviation: sqrt(var). Where var is 0 the gradient is 0 (as in PyTorch), not 1/(2 sqrt 0) = inf."""
+    from .elementwise import sqrt, where
 
-    return sqrt(var(x, dim, correction, keepdim))
+    v = var(x, normalize_dims(dim, x.ndim, "std"), correction, keepdim)
+    zero = v == 0
+    return where(zero, 0.0, sqrt(where(zero, 1.0, v)))  # the inner where keeps inf * 0 = nan out of backward
 
 
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
