@@ -134,6 +134,11 @@ def test_accepts_str_and_pathlike_and_relative_paths(tmp_path, monkeypatch):
     assert ta.load(str(tmp_path / "p.safetensors"))["x"].item() == 1.0
 
 
+def test_save_into_a_missing_directory_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="directory .*nowhere.* does not exist"):
+        ta.save({"x": ta.ones(1)}, tmp_path / "nowhere" / "x.safetensors")
+
+
 def test_save_overwrites_an_existing_checkpoint(tmp_path):
     path = tmp_path / "ck.safetensors"
     ta.save({"v": 1}, path)

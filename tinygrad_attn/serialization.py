@@ -71,6 +71,8 @@ def save(obj: Any, path: str | os.PathLike) -> None:
     header = json.dumps({"format": FORMAT, "version": VERSION, "root": root})
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"ta.save: cannot write '{path}': the directory '{directory}' does not exist")
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
     try:
         st.numpy.save_file(arrays, tmp, metadata={_META_KEY: header})

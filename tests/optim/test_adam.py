@@ -250,3 +250,25 @@ def test_mlp_learns_toy_regression(name):
     params = mlp_params()
     loss = train(params, make(name, params, lr=0.01), 150, x, y)
     assert loss < 0.05, f"{name} reached loss {loss} (a constant predictor scores about 0.75)"
+
+
+def test_loads_a_pytorch_adam_state_dict_and_continues_like_pytorch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    tp = torch.tensor(rng.standard_normal(5).astype(np.float32), requires_grad=True)
+    topt = torch.optim.Adam([tp], lr=0.05, amsgrad=True)
+    for _ in range(3):
+        tp.grad = torch.tensor(rng.standard_normal(5).astype(np.float32))
+        topt.step()
+    sd = topt.state_dict()  # its step count is a tensor, its groups carry torch-only flags
+    state = {i: {k: ta.tensor(v.numpy()) if torch.is_tensor(v) else v for k, v in s.items()}
+             for i, s in sd["state"].items()}
+    p = Parameter(tp.detach().numpy().copy())
+    opt = ta.optim.Adam([p])
+    opt.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
+    assert opt.state[p]["step"] == 3 and opt.param_groups[0]["lr"] == 0.05
+    g = rng.standard_normal(5).astype(np.float32)
+    p.grad, tp.grad = ta.tensor(g), torch.tensor(g)
+    opt.step()
+    topt.step()
+    np.testing.assert_allclose(p.numpy(), tp.detach().numpy(), rtol=1e-6, atol=1e-7)

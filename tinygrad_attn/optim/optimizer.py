@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..autograd import enable_grad, no_grad
-from ..backend import array_module, device_of, to_device
+from ..backend import Device, array_module, device_of, to_device
 from ..tensor import Tensor
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
@@ -239,6 +239,8 @@ class Optimizer:
         """A private copy of a loaded state entry, on ``p``'s device (and dtype, if it is floating)."""
         if not isinstance(value, Tensor) and not hasattr(value, "__array_priority__"):
             return value  # numbers (the step count), None, ...
+        if name == "step":  # PyTorch keeps the step count in a tensor; we keep an int
+            return int(to_device(value.data if isinstance(value, Tensor) else value, Device("cpu")).item())
         arr = to_device(value.data if isinstance(value, Tensor) else value, p.device)
         if arr.dtype.kind == "f" and arr.shape != p.shape:
             raise ValueError(f"{self._name}.load_state_dict: state '{name}' of parameter {index} has shape "
