@@ -161,7 +161,11 @@ def draw_attention(model: Any, vocab: Any, sentence: str, path: str | Path, beam
 
     maps = attention_maps(model, vocab, sentence, beam_size=beam_size, alpha=alpha)
     return plot_attention(path, maps["source_tokens"], maps["target_tokens"], maps["cross"], maps["encoder"],
-                          title=f"{sentence} -> {maps['translation']}")
+                          title=_shorten(f"{sentence} -> {maps['translation']}"))
+
+
+def _shorten(text: str, width: int = 100) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 # ---- evaluate -----------------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ class TrainConfig:
     max_minutes: float | None = None  # training time budget (evaluation and checkpointing not counted)
     log_every: int = 50  # a line in train.log and metrics.jsonl every N steps
     eval_every: int = 500  # validation loss and greedy BLEU every N steps (0: only at the end)
-    eval_subset: int | None = 500  # validation BLEU on the first N val sentences (None: all)
+    eval_subset: int | None = 500  # ... on the first N val sentence pairs (None: all 1,014)
     checkpoint_every: int = 500  # 0: only at the end
     keep_last: int = 5  # step checkpoints kept (best.safetensors is kept besides)
     final_eval: bool = True  # greedy and beam BLEU on val and test_2016_flickr at the end

@@ -40,7 +40,8 @@ def plot_curves(records: Sequence[dict[str, Any]], path: str | os.PathLike[str],
     ``records`` are metrics as written by training: ``kind == "train"`` rows carry ``loss`` and ``lr``,
     ``kind == "eval"`` rows ``val_loss`` and ``bleu``; all carry ``step`` and ``train_seconds``.
     """
-    fig = Figure(figsize=(11, 7.5), layout="constrained")
+    fig = Figure(figsize=(11, 7.5))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.07, top=0.92, wspace=0.22, hspace=0.35)
     (ax_loss, ax_bleu), (ax_time, ax_lr) = fig.subplots(2, 2)
 
     ax_loss.plot(*_series(records, "train", "loss"), label="train (label-smoothed)", lw=1)

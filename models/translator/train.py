@@ -118,9 +118,11 @@ def build(config: Config, vocab_size: int, device: ta.Device) -> Any:
 def make_optimizer(config: Config, model: Any) -> tuple[Any, Any]:
     """Adam with the config's betas/eps and the Noam schedule (which sets the lr of every step)."""
     t = config.train
-    optimizer = ta.optim.Adam(model.parameters(), lr=cfg.peak_lr(config), betas=t.betas, eps=t.eps)
-    scheduler = ta.optim.lr_scheduler.NoamLR(optimizer, d_model=config.model.d_model, warmup=t.warmup,
-                                             factor=t.lr_factor)
+    from tinygrad_attn.optim import Adam
+    from tinygrad_attn.optim.lr_scheduler import NoamLR
+
+    optimizer = Adam(model.parameters(), lr=cfg.peak_lr(config), betas=t.betas, eps=t.eps)
+    scheduler = NoamLR(optimizer, d_model=config.model.d_model, warmup=t.warmup, factor=t.lr_factor)
     return optimizer, scheduler
 
 
@@ -148,7 +150,9 @@ def train_step(model: Any, optimizer: Any, scheduler: Any, batches: Sequence[Bat
         (loss_sum / n_tokens).backward()
         total += float(loss_sum.item())
     if config.train.clip_norm is not None:
-        ta.nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_norm)
+        from tinygrad_attn.nn.utils import clip_grad_norm_
+
+        clip_grad_norm_(model.parameters(), config.train.clip_norm)
     optimizer.step()
     scheduler.step()
     return total, n_tokens
@@ -221,8 +225,8 @@ def _write_json(path: Path, obj: Any) -> None:
 def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path | None:
     """Create ``run_dir``; return the checkpoint to resume from (or None for a fresh start).
 
-    A directory that already holds a run is an error unless ``resume`` (continue it) or
-    ``overwrite`` (delete that run's files) is given.
+    A directory that already holds a run (checkpoints or metrics) is an error unless ``resume``
+    (continue it) or ``overwrite`` (delete that run's files) is given.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     latest = ckpt.latest_checkpoint(run_dir)
@@ -231,7 +235,8 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path | None
             log.warning("%s has no checkpoint to resume from: starting a fresh run", run_dir)
         return latest
     existing = [run_dir / n for n in RUN_FILES if (run_dir / n).exists()] + ckpt.list_checkpoints(run_dir)
-    if existing and not overwrite:
+    started = latest is not None or (run_dir / METRICS_NAME).exists()  # else: a run that died while setting up
+    if started and not overwrite:
         raise RunDirError(
             f"{run_dir} already holds a run ({', '.join(p.name for p in existing[:4])}"
             f"{', ...' if len(existing) > 4 else ''}). Pass --resume to continue it, --overwrite to start "
@@ -346,7 +351,9 @@ class _Run:
 
         d = config.data
         self.batcher = TokenBatcher(encode_pairs(self.vocab, train_pairs), d.max_tokens, d.max_len, seed=t.seed)
-        self.val_batcher = TokenBatcher(encode_pairs(self.vocab, self.val_pairs), d.max_tokens, d.max_len,
+        # Periodic evaluation (loss and BLEU) uses the first eval_subset validation pairs, the final one all.
+        self.eval_pairs = self.val_pairs[: t.eval_subset] if t.eval_subset else self.val_pairs
+        self.val_batcher = TokenBatcher(encode_pairs(self.vocab, self.eval_pairs), d.max_tokens, d.max_len,
                                         shuffle=False)
         log.info("data %s: %d training pairs in %d batches/epoch (skipped %d empty, %d longer than %d); "
                  "%d validation pairs", d.direction, self.batcher.n_pairs, len(self.batcher),
@@ -383,10 +390,10 @@ class _Run:
                     rng=ta.random.get_rng_state())
 
     def _evaluate(self) -> dict[str, Any]:
-        t, p = self.config.train, self.progress
+        p = self.progress
         start = time.perf_counter()
         val_loss, val_nll = validation_loss(self.model, self.val_batcher, self.config, self.device)
-        pairs = self.val_pairs[: t.eval_subset] if t.eval_subset else self.val_pairs
+        pairs = self.eval_pairs
         scores = score(self.model, self.vocab, pairs, self.config, beam_size=1)
         record = {"kind": "eval", "step": p.step, "epoch": p.epoch, "val_loss": round(val_loss, 5),
                   "val_ppl": round(math.exp(min(val_nll, 50.0)), 3), "bleu": round(scores["bleu"], 3),
@@ -396,8 +403,8 @@ class _Run:
         improved = scores["bleu"] > p.best_bleu
         if improved:
             p.best_bleu, p.best_step = scores["bleu"], p.step
-        log.info("step %d: val loss %.3f, ppl %.2f, greedy BLEU %.2f on %d val sentences%s (%.1fs)", p.step,
-                 val_loss, record["val_ppl"], scores["bleu"], len(pairs), " (new best)" if improved else "",
+        log.info("step %d: on %d val sentences: loss %.3f, ppl %.2f, greedy BLEU %.2f%s (%.1fs)", p.step,
+                 len(pairs), val_loss, record["val_ppl"], scores["bleu"], " (new best)" if improved else "",
                  record["eval_seconds"])
         if improved:
             self.checkpoints.save_best(**self._contents())
