@@ -1,0 +1,253 @@
+"""Decoding: from a source sentence to a translation, one target token at a time.
+
+The decoder predicts a distribution over the next token given the source and the tokens so far. Two
+ways to turn that into a sentence:
+
+- **greedy**: take the most probable token at every step;
+- **beam search** (§6.1 of the paper: beam 4, length penalty alpha = 0.6): keep the ``beam_size`` best
+  partial translations (by summed log-probability) at every step; a hypothesis that emits ``</s>`` is
+  finished and scored by its log-probability divided by the GNMT length penalty (Wu et al., 2016)
+  ``lp(Y) = ((5 + |Y|) / 6) ** alpha``, |Y| counting the tokens generated, ``</s>`` included (without
+  it, short hypotheses win). A sentence is done when ``beam_size`` hypotheses have finished (the top
+  ``beam_size`` candidates of a step are all that can finish) or at the length limit, where the live
+  hypotheses are finished as they stand; the best finished one is the translation.
+
+Both decode a batch of sentences at once (rows of finished sentences are dropped as they finish) and
+stop at ``max_len_a * source length + max_len_b`` tokens (source length counting its ``</s>``; the
+defaults give "source length + 50"). With ``use_cache=True`` (the default) every step feeds only the
+newest token and the model's ``DecoderCache`` holds the keys and values of earlier positions; with
+``use_cache=False`` every step recomputes the decoder over the whole prefix (slower; for tests and
+benchmarks). Outputs never include ``<s>`` or ``</s>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+import tinygrad_attn as ta
+import tinygrad_attn.functional as F
+from models.transformer import DecoderCache, Transformer
+from models.translator.batching import decode_batches, restore_order
+
+__all__ = ["greedy_decode", "beam_search", "translate_sentences", "translate_ids", "attention_maps"]
+
+
+class _Decoder:
+    """The decoder state of R rows (hypotheses): next-token log-probabilities, then advance by one token."""
+
+    def __init__(self, model: Transformer, memory: ta.Tensor, src_keep: ta.Tensor, bos_id: int, use_cache: bool):
+        self.model, self.memory, self.src_keep = model, memory, src_keep
+        self.cache = DecoderCache() if use_cache else None
+        self.tokens = np.full((memory.shape[0], 1), bos_id, dtype=np.int64)  # every row's prefix, <s> first
+
+    def log_probs(self) -> np.ndarray:
+        """(R, V) float32: log p(next token | source, prefix) for every row."""
+        if self.cache is not None:
+            h = self.model.decode_hidden(self.tokens[:, -1:], self.memory, self.src_keep, self.cache)
+        else:
+            h = self.model.decode_hidden(self.tokens, self.memory, self.src_keep)[:, -1:]
+        logits = self.model.project(h)  # the vocabulary projection only where it is needed: the last position
+        return F.log_softmax(logits[:, 0], dim=-1).numpy()
+
+    def advance(self, rows: np.ndarray, tokens: np.ndarray, same_sources: bool) -> None:
+        """Continue row ``rows[i]`` with ``tokens[i]`` as new row i. ``same_sources``: row i had the same
+        source sentence before (beams reshuffled within a sentence), so the encoder side can stay as it is."""
+        self.tokens = np.concatenate([self.tokens[rows], tokens[:, None]], axis=1)
+        if not same_sources:
+            index = ta.tensor(rows, device=self.memory.device)
+            self.memory, self.src_keep = self.memory[index], self.src_keep[index]
+        if self.cache is not None:
+            self.cache.reorder(rows, cross=not same_sources)
+
+
+def _source(model: Transformer, src: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    src = np.asarray(src.numpy() if isinstance(src, ta.Tensor) else src)
+    if src.ndim != 2 or src.dtype.kind not in "iu":
+        raise ValueError(f"decoding: src must be integer ids of shape (batch, time), got {src.dtype} {src.shape}")
+    return src.astype(np.int64, copy=False), (src != model.pad_id).sum(axis=1)
+
+
+def _max_lengths(src_len: np.ndarray, max_len_a: float, max_len_b: int) -> np.ndarray:
+    return np.maximum(1, np.floor(max_len_a * src_len + max_len_b)).astype(np.int64)
+
+
+class _EvalMode:
+    """``with _EvalMode(model):`` eval mode and no graph, restoring the training flag afterwards."""
+
+    def __init__(self, model: Transformer):
+        self.model, self.no_grad = model, ta.no_grad()
+
+    def __enter__(self) -> None:
+        self.was_training = self.model.training
+        self.model.eval()
+        self.no_grad.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.no_grad.__exit__(*exc)
+        self.model.train(self.was_training)
+
+
+def greedy_decode(model: Transformer, src: np.ndarray, bos_id: int, eos_id: int, max_len_a: float = 1.0,
+                  max_len_b: int = 50, use_cache: bool = True) -> list[list[int]]:
+    """Greedy decoding of a batch: ``src`` (B, S) int ids (padded with the model's pad id, each row ending
+    in ``</s>``) -> B lists of output ids (without ``<s>``/``</s>``)."""
+    src, src_len = _source(model, src)
+    B = src.shape[0]
+    max_len = _max_lengths(src_len, max_len_a, max_len_b)
+    outputs: list[list[int]] = [[] for _ in range(B)]
+    if B == 0:
+        return outputs
+    with _EvalMode(model):
+        memory, src_keep = model.encode(src)
+        decoder = _Decoder(model, memory, src_keep, bos_id, use_cache)
+        alive = np.arange(B)  # the sentence of each row
+        for step in range(int(max_len.max())):
+            token = decoder.log_probs().argmax(axis=1)
+            for sentence, t in zip(alive, token):
+                if t != eos_id:
+                    outputs[sentence].append(int(t))
+            done = (token == eos_id) | (step + 1 >= max_len[alive])
+            if done.all():
+                break
+            rows = np.flatnonzero(~done)
+            decoder.advance(rows, token[rows], same_sources=len(rows) == len(alive))
+            alive = alive[rows]
+    return outputs
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT's lp(Y) = ((5 + |Y|) / 6) ** alpha: divide a log-probability by it to compare lengths fairly."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def beam_search(model: Transformer, src: np.ndarray, bos_id: int, eos_id: int, beam_size: int = 4,
+                alpha: float = 0.6, max_len_a: float = 1.0, max_len_b: int = 50,
+                use_cache: bool = True) -> list[list[int]]:
+    """Beam search over a batch: ``src`` (B, S) -> B lists of output ids (the best finished hypothesis of
+    each sentence, without ``<s>``/``</s>``). ``beam_size=1`` gives exactly the greedy output."""
+    if beam_size < 1:
+        raise ValueError(f"beam_search: beam_size must be at least 1, got {beam_size}")
+    src, src_len = _source(model, src)
+    B, k = src.shape[0], beam_size
+    max_len = _max_lengths(src_len, max_len_a, max_len_b)
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]  # (score, tokens) per sentence
+    if B == 0:
+        return []
+    with _EvalMode(model):
+        memory, src_keep = model.encode(src)
+        rows = ta.tensor(np.repeat(np.arange(B), k), device=memory.device)  # k rows (beams) per sentence
+        decoder = _Decoder(model, memory[rows], src_keep[rows], bos_id, use_cache)
+        alive = np.arange(B)  # the sentence of each group of k rows
+        # Summed log-probabilities of the live beams. At the start all k beams are the same "<s>": let only
+        # the first one expand, or the beam would fill with k copies of one hypothesis.
+        score = np.full((B, k), -np.inf)
+        score[:, 0] = 0.0
+        for step in range(int(max_len.max())):
+            length = step + 1  # tokens generated once this step's token is added
+            logp = decoder.log_probs().astype(np.float64)  # (n * k, V)
+            V = logp.shape[1]
+            candidates = (score.reshape(-1, 1) + logp).reshape(len(alive), k * V)
+            best = _top(candidates, 2 * k)  # at most k of them end in </s> (one </s> per beam)
+            next_rows, next_tokens, next_score, keep_sentences = [], [], [], []
+            for i, sentence in enumerate(alive):
+                beams: list[tuple[int, int, float]] = []  # (row, token, score) of the continuing beams
+                for rank, flat in enumerate(best[i]):
+                    row, token, s = i * k + int(flat) // V, int(flat) % V, float(candidates[i, flat])
+                    if token == eos_id:
+                        if rank < k and s > -np.inf:
+                            finished[sentence].append((s / length_penalty(length, alpha), _hyp(decoder, row)))
+                    elif len(beams) < k:
+                        beams.append((row, token, s))
+                if len(finished[sentence]) >= k:
+                    continue
+                if length >= max_len[sentence]:  # out of room: the live beams end here as they are
+                    finished[sentence].extend((s / length_penalty(length, alpha), _hyp(decoder, row) + [token])
+                                              for row, token, s in beams if s > -np.inf)
+                    continue
+                keep_sentences.append(i)
+                for row, token, s in beams:
+                    next_rows.append(row)
+                    next_tokens.append(token)
+                    next_score.append(s)
+            if not keep_sentences:
+                break
+            decoder.advance(np.asarray(next_rows), np.asarray(next_tokens, dtype=np.int64),
+                            same_sources=len(keep_sentences) == len(alive))
+            alive = alive[keep_sentences]
+            score = np.asarray(next_score).reshape(len(alive), k)
+    return [max(hyps, key=lambda h: h[0])[1] if hyps else [] for hyps in finished]
+
+
+def _top(scores: np.ndarray, n: int) -> np.ndarray:
+    """Column indices of the n largest entries of each row, best first; equal scores: lower index first
+    (as ``argmax``), so that beam size 1 picks what greedy picks."""
+    n = min(n, scores.shape[1])
+    part = np.argpartition(-scores, n - 1, axis=1)[:, :n] if n < scores.shape[1] else \
+        np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
+    picked = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -picked), axis=1)
+    return np.take_along_axis(part, order, axis=1)
+
+
+def _hyp(decoder: _Decoder, row: int) -> list[int]:
+    return [int(t) for t in decoder.tokens[row, 1:]]
+
+
+def translate_ids(model: Transformer, sources: Sequence[Sequence[int]], bos_id: int, eos_id: int,
+                  beam_size: int = 1, batch_size: int = 64, alpha: float = 0.6, max_len_a: float = 1.0,
+                  max_len_b: int = 50, use_cache: bool = True) -> list[list[int]]:
+    """Translate tokenized sources (without ``</s>``): sorted by length, batched, decoded, order restored."""
+    batches, order = decode_batches(sources, batch_size, pad_id=model.pad_id, eos_id=eos_id)
+    outputs: list[list[int]] = []
+    for batch in batches:
+        if beam_size == 1:
+            outputs += greedy_decode(model, batch.src, bos_id, eos_id, max_len_a, max_len_b, use_cache)
+        else:
+            outputs += beam_search(model, batch.src, bos_id, eos_id, beam_size, alpha, max_len_a, max_len_b,
+                                   use_cache)
+    return restore_order(outputs, order)
+
+
+def translate_sentences(model: Transformer, vocab: Any, sentences: Sequence[str], beam_size: int = 1,
+                        batch_size: int = 64, alpha: float = 0.6, max_len_a: float = 1.0, max_len_b: int = 50,
+                        use_cache: bool = True) -> list[str]:
+    """Translate sentences of text with ``vocab`` (a ``Vocab``): greedy for ``beam_size=1``, else beam search."""
+    if len(vocab) != model.vocab_size:
+        raise ValueError(f"translate: the vocabulary has {len(vocab)} pieces but the model was built for "
+                         f"{model.vocab_size}: use the spm.model saved with this model's run")
+    ids = translate_ids(model, vocab.encode_batch(list(sentences)), vocab.bos_id, vocab.eos_id, beam_size,
+                        batch_size, alpha, max_len_a, max_len_b, use_cache)
+    return vocab.decode_batch(ids)
+
+
+def attention_maps(model: Transformer, vocab: Any, sentence: str, beam_size: int = 1, alpha: float = 0.6,
+                   translation: Sequence[int] | None = None) -> dict[str, Any]:
+    """Translate one sentence and return what its attention heads looked at, for plotting.
+
+    Returns a dict with ``source_tokens`` (S pieces, ``</s>`` last), ``target_tokens`` (T pieces: the
+    output, ``</s>`` last: row t is the step that produced token t), ``translation`` (text) and weights as
+    float32 arrays: ``encoder`` (L_enc, H, S, S) self-attention (row: a source token, columns: what it
+    attends to), ``cross`` (L_dec, H, T, S) decoder-to-source attention, ``decoder`` (L_dec, H, T, T)
+    decoder self-attention. Pass ``translation`` (ids) to inspect a given output instead of decoding.
+    """
+    src_ids = list(vocab.encode(sentence)) + [vocab.eos_id]
+    src = np.asarray([src_ids], dtype=np.int64)
+    if translation is None:
+        translation = (greedy_decode(model, src, vocab.bos_id, vocab.eos_id) if beam_size == 1 else
+                       beam_search(model, src, vocab.bos_id, vocab.eos_id, beam_size, alpha))[0]
+    out = list(translation)
+    with _EvalMode(model):
+        memory, src_keep, enc = model.encode(src, return_attention=True)
+        _, dec = model.decode_hidden(np.asarray([[vocab.bos_id] + out]), memory, src_keep, return_attention=True)
+    stack = lambda ws: np.stack([w.numpy()[0] for w in ws]) if ws else np.zeros((0,), np.float32)  # noqa: E731
+    return {
+        "source_tokens": vocab.pieces(src_ids),
+        "target_tokens": vocab.pieces(out + [vocab.eos_id]),
+        "translation": vocab.decode(out),
+        "encoder": stack(enc),
+        "cross": stack(dec["cross"]),
+        "decoder": stack(dec["self"]),
+    }
