@@ -1,0 +1,19 @@
+"""The examples in examples/ run and do what they say."""
+
+import importlib.util
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_mlp_learns_the_spirals(capsys):
+    accuracy = _load("train_mlp").main(steps=200)
+    assert accuracy > 0.95
+    assert "loss" in capsys.readouterr().out
