@@ -25,7 +25,8 @@ from .backend import Device, array_module, device, device_of, module_for, to_dev
 
 
 class Tensor:
-    __slots__ = ("data", "requires_grad", "grad", "grad_fn", "_version", "_base", "_hooks", "__weakref__")
+    __slots__ = ("data", "requires_grad", "grad", "grad_fn", "_version", "_base", "_base_fn", "_hooks",
+                 "__weakref__")
 
     # Let NumPy defer to us in mixed expressions (ndarray + Tensor -> Tensor.__radd__).
     __array_priority__ = 1000
@@ -40,12 +41,15 @@ class Tensor:
         self.grad: Tensor | None = None
         self.grad_fn = grad_fn
         self._version = autograd.VersionCounter()
-        self._base: Tensor | None = None
+        self._base: Tensor | None = None  # for a view: the tensor that owns the memory
+        self._base_fn: Any = None  # for a view: the base's grad_fn when the view was taken
         self._hooks: list[Callable] = []
 
     @classmethod
     def _make(cls, data: Any, requires_grad: bool = False, grad_fn: Any = None) -> Tensor:
         """Wrap an array without copying or checking (used by ops: the fast path)."""
+        if isinstance(data, np.generic):  # NumPy gives scalars for 0-d results; tensors hold (writable) arrays
+            data = np.asarray(data)
         t = object.__new__(cls)
         t._init(data, requires_grad, grad_fn)
         return t
@@ -265,6 +269,13 @@ class Tensor:
             raise RuntimeError(f"in-place op: result shape {tuple(result.shape)} cannot be written into a tensor "
                                f"of shape {tuple(self.shape)}")
         node = result.grad_fn
+        if node is not None and self._base is not None:
+            raise RuntimeError("in-place op with an operand that requires grad on a view of a tensor that does "
+                               "not: the base tensor would miss the gradient. Write base[index] = base[index] + "
+                               "value instead, or use the out-of-place op")
+        if self.dtype != result.dtype and not self.xp.can_cast(result.dtype, self.dtype, "same_kind"):
+            raise TypeError(f"in-place op: the result has dtype {result.dtype}, which cannot be written into a "
+                            f"tensor of dtype {self.dtype}; use the out-of-place op")
         if old._version.saved:  # some op kept the old value for backward: give it a private copy
             old.data = self.data.copy()
         self.xp.copyto(self.data, result.data, casting="same_kind")
