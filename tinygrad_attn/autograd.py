@@ -208,6 +208,12 @@ class Function:
         for t in inputs:
             if not isinstance(t, Tensor):
                 raise TypeError(f"{cls.__name__} expects Tensor inputs, got {type(t).__name__}")
+            if t._base is not None and t._base.grad_fn is not t._base_fn and _grad_enabled:
+                raise RuntimeError(
+                    f"{cls.__name__}: an input of shape {tuple(t.shape)} is a view of a tensor that was changed "
+                    "in place (with autograd recording) after the view was made, so the view's graph is stale. "
+                    "Take the view again after the in-place change."
+                )
         if len(inputs) > 1:
             _check_same_device(cls.__name__, inputs)
         fn = cls()
