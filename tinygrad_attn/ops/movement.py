@@ -28,6 +28,7 @@ def _view_of(out: Tensor, x: Tensor) -> Tensor:
     if out.data is x.data or out.xp.may_share_memory(out.data, x.data):
         out._version = x._version
         out._base = x._base if x._base is not None else x
+        out._base_fn = out._base.grad_fn  # the base's graph this view was taken from (see Function.apply)
     return out
 
 
@@ -369,6 +370,8 @@ def pad(x: Tensor, pad: Sequence[int], value: float = 0.0) -> Tensor:
 
 def getitem(x: Tensor, index: Any) -> Tensor:
     index = _normalize_index(x, index)
+    if _is_basic(index) and not any(i is Ellipsis for i in (index if isinstance(index, tuple) else (index,))):
+        index = (*(index if isinstance(index, tuple) else (index,)), Ellipsis)  # x[0] of a vector: a 0-d view
     out = GetItem.apply(x, index=index)
     return _view_of(out, x) if _is_basic(index) else out
 
