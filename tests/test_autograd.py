@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -28,7 +28,6 @@ def leaf(values, dtype=ta.float64):
 # ---------------------------------------------------------------------------------------------------------
 
 
-@settings(max_examples=25, deadline=None)
 @given(vectors)
 def test_gradients_accumulate_into_leaves_across_backward_calls(values):
     x = leaf(values)
@@ -95,7 +94,6 @@ def test_dropping_a_100k_op_graph_without_backward_is_fine():
     assert x.grad is None
 
 
-@settings(max_examples=25, deadline=None)
 @given(vectors)
 def test_diamond_graph_sums_contributions(values):
     x = leaf(values)
@@ -320,7 +318,6 @@ CHAINS = {
 
 
 @pytest.mark.parametrize("name", sorted(CHAINS))
-@settings(max_examples=10, deadline=None)
 @given(data=st.data())
 def test_hessian_vector_product_matches_finite_differences(name, data):
     f = CHAINS[name]
