@@ -21,9 +21,10 @@ class _Loss(Module):
 class CrossEntropyLoss(_Loss):
     """-log softmax(input)[target], averaged over the targets that are not ``ignore_index``.
 
-    ``input``: logits (N, C) or (N, C, d1, ...) (or (C,)); ``target``: class ids (N) or (N, d1, ...), or class
-    probabilities shaped like ``input``. ``label_smoothing`` = e mixes the one-hot target with the uniform
-    distribution: q = (1 - e) one_hot + e / C (Szegedy et al., 2016). ``weight`` rescales each class.
+    ``input``: logits (N, C), or (..., C) with the classes in the LAST dim (PyTorch puts them in dim 1 for
+    more than 2 dims: permute such inputs first); ``target``: class ids of shape (...). ``label_smoothing``
+    = e mixes the one-hot target with the uniform distribution: q = (1 - e) one_hot + e / C (Szegedy et
+    al., 2016). ``weight`` (C,) rescales each class.
     """
 
     def __init__(self, weight: Tensor | None = None, *, ignore_index: int = -100, reduction: str = "mean",
@@ -37,9 +38,6 @@ class CrossEntropyLoss(_Loss):
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
                                reduction=self.reduction, label_smoothing=self.label_smoothing)
-
-    def extra_repr(self) -> str:
-        return ""
 
 
 class NLLLoss(_Loss):
