@@ -10,7 +10,7 @@ The code is meant to be read: start with ``autograd.py`` (the graph and the back
 ``tensor.py`` and ``ops/``. ``docs/autograd.md`` walks through one ``backward()`` call.
 """
 
-from . import dtypes, functional, optim, random, viz
+from . import dtypes, functional, nn, optim, random, viz
 from .autograd import Function, backward, enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backend import Device, device, is_available
 from .creation import (
