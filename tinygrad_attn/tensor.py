@@ -663,6 +663,8 @@ def _is_dtype_name(a: Any) -> bool:
 
 
 def _python_scalar(x: Any) -> Any:
+    if isinstance(x, np.generic):  # np.float64(2) would upcast a float32 tensor: use the Python number
+        x = x.item()
     if isinstance(x, (bool, int, float)):
         return x
     raise TypeError(f"unsupported operand: {type(x).__name__}")
