@@ -139,3 +139,13 @@ def test_console_script_entry_point_and_module():
     done = subprocess.run([sys.executable, "-m", "models.translator", "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and all(c in done.stdout for c in ("train", "translate", "evaluate", "average"))
+
+
+def test_resume_from_the_command_line(run_dir, multi30k_dir, capsys):
+    """Last in this module: it extends the shared run. --resume reads the run's own config.yaml."""
+    assert main(["train", "--resume", "--run-dir", str(run_dir), "--max-steps", "8", "--no-progress",
+                 "--set", "train.final_eval=false"]) == 0
+    assert ckpt.latest_checkpoint(run_dir).name == "ckpt_step8.safetensors"
+    c = ckpt.load_checkpoint(run_dir / "ckpt_step8.safetensors")
+    assert c.config["model"]["d_model"] == 32 and c.config["train"]["max_steps"] == 8
+    assert "resumed from ckpt_step7.safetensors at step 7" in (run_dir / "train.log").read_text()
