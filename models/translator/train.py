@@ -344,7 +344,10 @@ class _Run:
         else:
             start = time.perf_counter()
             sentences = [s for s, _ in train_pairs] + [t for _, t in train_pairs]
-            self.vocab = Vocab.train(sentences, run_dir, vocab_size=config.data.vocab_size)
+            try:
+                self.vocab = Vocab.train(sentences, run_dir, vocab_size=config.data.vocab_size)
+            except ValueError as e:
+                raise ConfigError(f"data.vocab_size = {config.data.vocab_size}: {e}") from None
             log.info("vocabulary: %d SentencePiece pieces trained on %d sentences in %.1fs",
                      len(self.vocab), len(sentences), time.perf_counter() - start)
         cfg.save(config, run_dir)

@@ -132,6 +132,10 @@ def test_helpful_errors(run_dir, tmp_path, capsys, multi30k_dir):
     err = error_of(["train", "--run-dir", str(run_dir), "--data-dir", str(multi30k_dir), *sets(*MICRO)], capsys)
     assert "already holds a run" in err and "--resume" in err
 
+    err = error_of(["train", "--run-dir", str(tmp_path / "few"), "--data-dir", str(multi30k_dir), "--max-steps",
+                    "1", "--set", "data.train_subset=5"], capsys)
+    assert "data.vocab_size = 8000" in err and "cannot make a vocabulary" in err
+
 
 def test_console_script_entry_point_and_module():
     cfg = (ROOT / "setup.cfg").read_text()
