@@ -163,3 +163,22 @@ def test_real_presets_resolve():
     assert (hp["d_model"], hp["n_heads"], hp["n_encoder_layers"], hp["n_decoder_layers"], hp["d_ff"]) == (
         256, 4, 3, 3, 1024)
     assert C.peak_lr(cfg) == pytest.approx(1.58e-3, rel=1e-2)
+
+
+def test_training_schedule_is_the_documented_one():
+    """The optimiser that training builds follows noam_lr, step by step (lr of step n = noam_lr(n))."""
+    import tinygrad_attn as ta
+    from models.translator.train import make_optimizer
+
+    class Tiny(ta.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = ta.nn.Parameter(ta.zeros(3))
+
+    cfg = C.load(overrides=["model.d_model=256", "train.warmup=20"])
+    optimizer, scheduler = make_optimizer(cfg, Tiny())
+    assert optimizer.param_groups[0]["betas"] == (0.9, 0.98) and optimizer.param_groups[0]["eps"] == 1e-9
+    for step in range(1, 60):
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(C.noam_lr(cfg, step), rel=1e-12)
+        optimizer.step()
+        scheduler.step()
