@@ -365,7 +365,7 @@ def run_backward(
                 if nxt is None:
                     continue
                 if gi is not None:
-                    _check_grad(node, nxt, gi)
+                    gi = _check_grad(node, nxt, gi)
                 if isinstance(nxt, Function):
                     if gi is not None:
                         grads[nxt] = grads[nxt] + gi if nxt in grads else gi
@@ -429,12 +429,14 @@ def _own(array: Any, handed_out: set[int]) -> Any:
     return array
 
 
-def _check_grad(node: Function, nxt: Any, g: Tensor) -> None:
-    """An op's backward must return gradients shaped like its inputs; say which op did not."""
-    shape = nxt.output_shape if isinstance(nxt, Function) else nxt.shape
+def _check_grad(node: Function, nxt: Any, g: Tensor) -> Tensor:
+    """An op's backward must return gradients shaped like its inputs; say which op did not. A gradient in
+    another dtype (a float32 input of an op that computed in float64) is cast back to the input's dtype."""
+    shape, dtype = (nxt.output_shape, nxt.output_dtype) if isinstance(nxt, Function) else (nxt.shape, nxt.dtype)
     if tuple(g.shape) != tuple(shape):
         raise RuntimeError(f"{node.name} returned a gradient of shape {tuple(g.shape)} for an input of "
                            f"shape {tuple(shape)} (this is a bug in that op)")
+    return g if g.dtype == dtype else g.to(dtype)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -466,7 +468,7 @@ def _default_grads(outputs: list[Tensor], grad_outputs: list[Any]) -> list[Tenso
             g = Tensor._make(t.xp.asarray(g, dtype=t.dtype))
         if tuple(g.shape) != tuple(t.shape):
             raise RuntimeError(f"gradient has shape {tuple(g.shape)} but the output has shape {tuple(t.shape)}")
-        result.append(g)
+        result.append(g if g.dtype == t.dtype else g.to(t.dtype))
     return result
 
 
