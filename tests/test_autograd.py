@@ -647,3 +647,15 @@ def test_custom_function_with_wrong_gradient_shape_is_named():
         BadShape.apply(leaf([1.0, 2.0])).sum().backward()
     with pytest.raises(RuntimeError, match="TwoGradsForOneInputBackward returned 2 gradients for 1 inputs"):
         TwoGradsForOneInput.apply(leaf([1.0])).sum().backward()
+
+
+def test_gradients_come_back_in_each_leaf_dtype():
+    x = ta.tensor([1.0, 2.0], requires_grad=True)  # float32
+    w = ta.tensor([3.0, 4.0], dtype=ta.float64, requires_grad=True)
+    (x * w).sum().backward()  # computed in float64
+    assert x.grad.dtype == ta.float32 and w.grad.dtype == ta.float64
+    np.testing.assert_allclose(x.grad.numpy(), [3.0, 4.0])
+    x.grad = None
+    (x * 2).backward(ta.ones(2, dtype=ta.float64))  # an explicit gradient in another dtype
+    assert x.grad.dtype == ta.float32
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, 2.0])
