@@ -24,6 +24,8 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from numpy import ndarray as _ndarray
+
 from .backend import array_module, device_of
 
 if TYPE_CHECKING:
@@ -248,8 +250,12 @@ def _save(array: Any, inputs: Sequence[Tensor], raw_out: Any, out: Tensor) -> Sa
 
 def _check_same_device(op: str, inputs: Sequence[Tensor]) -> None:
     first = type(inputs[0].data)
-    if all(type(t.data) is first for t in inputs) and first.__module__ == "numpy":
-        return
+    if first is _ndarray:  # fast path (a hot one): NumPy arrays all live on the CPU
+        for t in inputs:
+            if type(t.data) is not first:
+                break
+        else:
+            return
     devices = [device_of(t.data) for t in inputs]
     if any(d != devices[0] for d in devices):
         names = ", ".join(f"{str(d)} {tuple(t.shape)}" for d, t in zip(devices, inputs))
