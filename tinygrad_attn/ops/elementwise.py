@@ -19,7 +19,7 @@ from .shapes import broadcast_shape
 
 
 def _binary_check(op: str, x: Any, y: Any) -> None:
-    if x.shape != y.shape:
+    if x.shape != y.shape and x.ndim and y.ndim:  # a 0-d operand (a Python scalar) fits any shape
         broadcast_shape(x.shape, y.shape, op=op)  # raises with both shapes if incompatible
 
 
