@@ -165,15 +165,14 @@ class MultiheadAttention(Module):
                        same_kv: bool) -> tuple[Tensor, Tensor, Tensor]:
         """Q, K, V = query W_q^T + b_q, key W_k^T + b_k, value W_v^T + b_v, sharing matrix multiplies
         where the inputs are the same tensor."""
-        e, b = self.embed_dim, self.in_proj_bias
+        e, b, w = self.embed_dim, self.in_proj_bias, self.in_proj_weight
+        if self._qkv_same_embed_dim and same_qkv:  # self-attention: one (3E x E) matrix multiply
+            q, k, v = F.linear(query, w, b).chunk(3, dim=-1)
+            return q, k, v
         bq, bk, bv = (b[:e], b[e:2 * e], b[2 * e:]) if b is not None else (None, None, None)
         if not self._qkv_same_embed_dim:
             return (F.linear(query, self.q_proj_weight, bq), F.linear(key, self.k_proj_weight, bk),
                     F.linear(value, self.v_proj_weight, bv))
-        w = self.in_proj_weight
-        if same_qkv:  # self-attention: one (3E x E) matrix multiply
-            q, k, v = F.linear(query, w, b).chunk(3, dim=-1)
-            return q, k, v
         q = F.linear(query, w[:e], bq)
         if same_kv:  # cross-attention: one (2E x E) matrix multiply for K and V
             k, v = F.linear(key, w[e:], b[e:] if b is not None else None).chunk(2, dim=-1)
