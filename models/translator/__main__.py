@@ -74,7 +74,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _results_table(results: dict[str, Any]) -> str:
-    lines = [f"after {results['step']} steps, {results['train_minutes']} minutes of training on {results['device']}:"]
+    lines = [f"after {results['step']} steps, {results['train_minutes']} minutes of training on {results['device']} "
+             f"({results['tgt_tokens_per_s']:,.0f} target tokens/s, peak RSS {results['peak_rss_mb']:,.0f} MB):"]
     for split, by_search in results["splits"].items():
         for search, s in by_search.items():
             lines.append(f"  {split:>17} {search:>7}: BLEU {s['bleu']:6.2f}  chrF {s['chrf']:6.2f}  "

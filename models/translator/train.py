@@ -197,6 +197,16 @@ def score(model: Any, vocab: Vocab, pairs: Sequence[tuple[str, str]], config: Co
     return scores
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (0 where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 / (1024 if sys.platform == "darwin" else 1)  # macOS reports bytes, Linux kilobytes
+
+
 # ---- the run directory --------------------------------------------------------------------------------
 
 
@@ -463,8 +473,8 @@ class _Run:
                     last_save = p.step
         finally:
             bar.close()
-        log.info("stopping at step %d: %s (%.1f minutes of training, %s target tokens)", p.step, reason,
-                 p.train_seconds / 60, f"{p.n_tgt_tokens:,}")
+        log.info("stopping at step %d: %s (%.1f minutes of training, %s target tokens, peak RSS %.0f MB)", p.step,
+                 reason, p.train_seconds / 60, f"{p.n_tgt_tokens:,}", peak_rss_mb())
         if last_eval != p.step:
             self._evaluate()
         if last_save != p.step:
@@ -485,7 +495,9 @@ class _Run:
         t, p, beam = self.config.train, self.progress, self.config.decode.beam_size
         results: dict[str, Any] = {"step": p.step, "epoch": p.epoch, "train_minutes": round(p.train_seconds / 60, 2),
                                    "best_val_bleu": p.best_bleu, "best_step": p.best_step,
-                                   "device": str(self.device), "preset": self.config.model.preset, "splits": {}}
+                                   "device": str(self.device), "preset": self.config.model.preset,
+                                   "tgt_tokens_per_s": round(p.n_tgt_tokens / max(p.train_seconds, 1e-9), 1),
+                                   "splits": {}}
         for split in FINAL_SPLITS:
             pairs = self.val_pairs if split == "val" else load_pairs(self.config, split)
             pairs = pairs[: t.final_subset] if t.final_subset else pairs
@@ -495,6 +507,7 @@ class _Run:
                 results["splits"][split][name] = s
                 log.info("%s %s (%d sentences, %.1f sentences/s):\n%s", split, name, s["n_sentences"],
                          s["sentences_per_s"], format_scores(s))
+        results["peak_rss_mb"] = round(peak_rss_mb(), 1)
         _write_json(self.run_dir / RESULTS_NAME, results)
         log.info("results: %s", self.run_dir / RESULTS_NAME)
         return results

@@ -47,6 +47,7 @@ def test_train_writes_a_complete_run_dir(run_dir, capsys):
     assert all(r["tgt_tokens_per_s"] > 0 and r["lr"] > 0 for r in records if r["kind"] == "train")
     results = json.loads((run_dir / "results.json").read_text())
     assert results["step"] == 7 and set(results["splits"]) == {"val", "test_2016_flickr"}
+    assert results["tgt_tokens_per_s"] > 0 and results["peak_rss_mb"] > 10
     for split in results["splits"].values():
         assert set(split) == {"greedy", "beam2"}
         for s in split.values():
