@@ -26,6 +26,8 @@ def _binary_check(op: str, x: Any, y: Any) -> None:
 def _promote(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """An integer (or bool) tensor meeting a floating one takes the float's dtype, as in PyTorch
     (NumPy would make int64 with float32 float64)."""
+    if x.data.dtype is y.data.dtype:  # fast path (a hot one): nothing to promote
+        return x, y
     if x.dtype.kind == "f" and y.dtype.kind != "f":
         return x, cast(y, x.dtype)
     if y.dtype.kind == "f" and x.dtype.kind != "f":
