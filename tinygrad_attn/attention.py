@@ -100,9 +100,12 @@ def _score_grads(fn: Function, dP: Tensor, P: Tensor, q: Tensor, k: Tensor,
     then the two products of S = q k^T * scale."""
     need_q, need_k = fn.needs_input_grad[0], fn.needs_input_grad[1]
     need_mask = mask is not None and mask.dtype.kind == "f" and fn.needs_input_grad[fn.mask_index]
-    if not (need_q or need_k or need_mask):
-        return None, None, None
-    dS = P * (dP - (dP * P).sum(-1, keepdim=True))
+    if fn.create_graph:
+        dS = P * (dP - (dP * P).sum(-1, keepdim=True))
+    else:  # nothing will differentiate dS: the same on the arrays, without the (..., L, S) temporaries
+        ds = dP.data - P.xp.einsum("...j,...j->...", dP.data, P.data)[..., None]
+        ds *= P.data
+        dS = Tensor._make(ds)
     dq = sum_to(matmul(dS, k) * fn.scale, q.shape) if need_q else None
     dk = sum_to(matmul(dS.mT, q) * fn.scale, k.shape) if need_k else None
     dmask = sum_to(dS, mask.shape) if need_mask else None
@@ -136,6 +139,11 @@ class _AttentionFunction(Function):
             P = _probabilities_differentiable(inputs[0], inputs[1], mask, self.is_causal, self.scale)
         return inputs, mask, P, keep
 
+    def needs_score_grads(self) -> bool:
+        """Does any input upstream of the scores (q, k, a float mask) want a gradient?"""
+        need_mask = self.has_mask and self.needs_input_grad[self.mask_index]
+        return self.needs_input_grad[0] or self.needs_input_grad[1] or need_mask
+
     def through_dropout(self, x: Tensor, keep: Tensor | None) -> Tensor:
         """x * keep / (1 - p) in Tensor ops (dropout is linear: forward and backward alike)."""
         return x if keep is None else where(keep, x * self.drop_scale, 0.0)
@@ -155,8 +163,10 @@ class ScaledDotProductAttention(_AttentionFunction):
     def backward(self, g: Tensor) -> tuple[Tensor | None, ...]:
         (q, k, v), mask, P, keep = self.unpack(3)
         dv = sum_to(matmul(self.through_dropout(P, keep).mT, g), v.shape) if self.needs_input_grad[2] else None
-        dP = self.through_dropout(matmul(g, v.mT), keep)
-        dq, dk, dmask = _score_grads(self, dP, P, q, k, mask)
+        dq = dk = dmask = None
+        if self.needs_score_grads():
+            dP = self.through_dropout(matmul(g, v.mT), keep)
+            dq, dk, dmask = _score_grads(self, dP, P, q, k, mask)
         return (dq, dk, dv) + ((dmask,) if self.has_mask else ())
 
 
