@@ -172,7 +172,7 @@ class LayerNorm(Function):
         if has_bias:
             y += affine[-1]
         self.dims, self.eps, self.has_weight, self.has_bias = dims, eps, has_weight, has_bias
-        self.save_for_backward(x, mean, rstd, *affine[:1] if has_weight else ())
+        self.save_for_backward(x, mean, rstd, *(affine[:1] if has_weight else ()))
         return y
 
     def backward(self, g: Tensor) -> tuple[Tensor | None, ...]:

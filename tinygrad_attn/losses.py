@@ -73,12 +73,10 @@ class CrossEntropy(Function):
         e, t, w = self.label_smoothing, self.target, self.class_weight
         xp = x.xp
         rows = xp.arange(n_rows)
-        # Per row: the coefficient of p, of the target's one-hot, and of the spread e / C w_c.
-        p_coef = self.row_weight * (1 - e)
+        # Per row: the coefficients of the target's one-hot, of the spread w_c, and of p.
         t_coef = self.row_weight * (1 - e)
         spread = self.row_valid * (e / n_classes)
-        if e:
-            p_coef = p_coef + spread * self.total_weight
+        p_coef = t_coef + spread * self.total_weight if e else t_coef
         if self.create_graph:  # the same formula in differentiable Tensor ops, p recomputed from x
             coef = g * self.scale
             p = exp(x - logsumexp(x, -1, keepdim=True))
