@@ -39,8 +39,9 @@ def composite_cross_entropy(x: ta.Tensor, t: ta.Tensor, ignore_index: int, label
     picked = logp[rows, t.numpy()[rows]]
     n = max(len(rows), 1)
     loss = -picked.sum() * ((1 - label_smoothing) / n)
-    if label_smoothing:
-        loss = loss - logp[rows].sum() * (label_smoothing / (x.shape[-1] * n))
+    if label_smoothing:  # every class of the kept rows
+        kept_rows = ta.tensor(keep.astype(x.dtype))
+        loss = loss - (logp.sum(-1) * kept_rows).sum() * (label_smoothing / (x.shape[-1] * n))
     return loss
 
 
