@@ -216,6 +216,6 @@ def op_tests(
         tests.update(test_gradcheck=test_gradcheck, test_gradgradcheck=test_gradgradcheck)
     if torch_fn is not None:
         tests["test_matches_torch"] = test_matches_torch
-    name = "Test" + getattr(op, "__name__", "Op").strip("_").title().replace("_", "")
+    name = "TestOp_" + "".join(ch for ch in getattr(op, "__name__", "op") if ch.isalnum() or ch == "_")
     tests["__doc__"] = f"Generated checks of {getattr(op, '__qualname__', op)!s} (see tests/op_checks.py)."
     return type(name, (), tests)
