@@ -35,6 +35,12 @@ def _promote(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return x, y
 
 
+def _floating(x: Tensor) -> Tensor:
+    """Integer and bool inputs of float math (exp, sqrt, ...) become the default float, as in PyTorch
+    (NumPy would give float64)."""
+    return x if x.dtype.kind == "f" else cast(x, default_float)
+
+
 def _const(like: Tensor, array: Any) -> Tensor:
     """An array computed in backward that autograd treats as a constant (masks, signs)."""
     return Tensor._make(array.astype(like.dtype, copy=False))
@@ -437,15 +443,15 @@ def pow(x: Tensor, exponent: Any) -> Tensor:
 
 
 def exp(x: Tensor) -> Tensor:
-    return Exp.apply(x)
+    return Exp.apply(_floating(x))
 
 
 def log(x: Tensor) -> Tensor:
-    return Log.apply(x)
+    return Log.apply(_floating(x))
 
 
 def sqrt(x: Tensor) -> Tensor:
-    return Sqrt.apply(x)
+    return Sqrt.apply(_floating(x))
 
 
 def abs(x: Tensor) -> Tensor:
@@ -453,19 +459,19 @@ def abs(x: Tensor) -> Tensor:
 
 
 def sin(x: Tensor) -> Tensor:
-    return Sin.apply(x)
+    return Sin.apply(_floating(x))
 
 
 def cos(x: Tensor) -> Tensor:
-    return Cos.apply(x)
+    return Cos.apply(_floating(x))
 
 
 def tanh(x: Tensor) -> Tensor:
-    return Tanh.apply(x)
+    return Tanh.apply(_floating(x))
 
 
 def sigmoid(x: Tensor) -> Tensor:
-    return Sigmoid.apply(x)
+    return Sigmoid.apply(_floating(x))
 
 
 def relu(x: Tensor) -> Tensor:
@@ -473,14 +479,14 @@ def relu(x: Tensor) -> Tensor:
 
 
 def erf(x: Tensor) -> Tensor:
-    return Erf.apply(x)
+    return Erf.apply(_floating(x))
 
 
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
     """GELU: x * Phi(x); ``approximate="tanh"`` uses the tanh formula of Hendrycks & Gimpel."""
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return Gelu.apply(x, approximate=approximate)
+    return Gelu.apply(_floating(x), approximate=approximate)
 
 
 def maximum(x: Tensor, y: Any) -> Tensor:
