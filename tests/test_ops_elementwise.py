@@ -296,6 +296,20 @@ def test_python_float_with_integer_tensor_gives_the_default_float():
     np.testing.assert_allclose((x**0.5).numpy(), np.sqrt([1, 2, 3]), rtol=1e-6)
 
 
+@pytest.mark.parametrize("fn", [ta.exp, ta.log, ta.sqrt, ta.sin, ta.cos, ta.tanh, ta.sigmoid, ta.erf, ta.gelu])
+def test_float_math_on_integers_gives_the_default_float(fn):
+    x = ta.tensor([1, 2, 3])
+    y = fn(x)
+    assert y.dtype == ta.float32
+    np.testing.assert_allclose(y.numpy(), fn(ta.tensor([1.0, 2.0, 3.0])).numpy())
+
+
+def test_integer_math_stays_integer():
+    x = ta.tensor([-1, 2, 3])
+    for y in (x.abs(), x.relu(), -x, x.clamp(0, 2), x * 2, x**2, ta.maximum(x, 0)):
+        assert y.dtype == ta.int64
+
+
 # ---- gradient algebra ----------------------------------------------------------------------------------------------
 
 UNARY_OPS = [ta.exp, ta.sin, ta.tanh, ta.sigmoid, ta.erf, lambda t: t * t, lambda t: ta.gelu(t, approximate="tanh")]
