@@ -319,6 +319,51 @@ TestMaskedFill = op_tests(_masked_fill, lambda x, mask, value: np.where(mask, va
                           torch_fn=_masked_fill)
 
 
+@st.composite
+def _copy_into_inputs(draw: st.DrawFn) -> Case:
+    x = draw(arrays(shapes()))
+    return case(x, draw(arrays(shapes_broadcastable_to(x.shape))))
+
+
+# x.copy_(v) / x.fill_(v) compute this, then write it into x: x's old values get no gradient, v gets it summed
+TestCopyInto = op_tests(movement.copy_into, lambda x, v: np.broadcast_to(v, x.shape).copy(), _copy_into_inputs())
+TestClone = op_tests(lambda x: x.clone(), np.copy, st.builds(case, arrays(shapes())), torch_fn=lambda x: x.clone())
+
+
+def test_clone_and_contiguous_copy():
+    x = ta.tensor([[1.0, 2.0], [3.0, 4.0]])
+    y = x.clone()
+    y.data[0, 0] = 9.0
+    assert x.numpy()[0, 0] == 1.0
+    t = x.T
+    assert not t.data.flags.c_contiguous and t.contiguous().data.flags.c_contiguous
+    assert x.contiguous() is x
+
+
+def test_shape_methods(device):
+    data = np.arange(6.0).reshape(2, 3)
+    x = ta.tensor(data, device=device, requires_grad=True)
+    other = ta.zeros(3, 2, device=device)
+    outs = [x.unflatten(1, (3, 1)), x.view_as(other), x.reshape_as(other), x[:1].expand_as(x),
+            x[:, :1].broadcast_to((2, 2, 3)), x.type_as(ta.zeros(1, dtype=ta.float64))]
+    refs = [data.reshape(2, 3, 1), data.reshape(3, 2), data.reshape(3, 2), np.broadcast_to(data[:1], (2, 3)),
+            np.broadcast_to(data[:, :1], (2, 2, 3)), data]
+    for out, ref in zip(outs, refs):
+        np.testing.assert_array_equal(out.numpy(), ref)
+    sum(o.sum().to(ta.float32) for o in outs).backward()
+    # 4 from the four reshapes and the cast; row 0 is expanded twice; column 0 broadcast 2 * 3 times
+    np.testing.assert_array_equal(x.grad.numpy(), [[4 + 2 + 6, 4 + 2, 4 + 2], [4 + 6, 4, 4]])
+
+
+def test_to_device_round_trip_carries_the_gradient(device):
+    x = ta.tensor([1.0, 2.0], requires_grad=True)
+    y = x.to(device)
+    assert y.device == device
+    (y * y).sum().backward()
+    assert x.grad.device == "cpu"
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, 4.0])
+
+
 def test_repeated_indices_accumulate(device):
     x = ta.tensor([1.0, 2.0, 3.0], device=device, requires_grad=True)
     x[[0, 0, 2, 0]].sum().backward()
