@@ -1,0 +1,343 @@
+"""The Transformer of models/transformer.py: shapes, tying, masks, the key/value cache, gradients, learning.
+
+Small models (d_model 16-64) on random token ids keep every test fast; the learning tests train for real.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tinygrad_attn as ta
+from models.transformer import (
+    PRESETS,
+    DecoderCache,
+    PositionalEncoding,
+    Transformer,
+    build_model,
+    count_parameters,
+)
+
+PAD, BOS, EOS = 0, 2, 3
+V = 23  # a small joint vocabulary: ids 4..22 are "words"
+
+
+@functools.cache
+def small_model(norm_first: bool = False, seed: int = 0) -> Transformer:
+    ta.manual_seed(seed)
+    model = Transformer(V, d_model=32, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=64, dropout=0.1,
+                        norm_first=norm_first)
+    return model.eval()
+
+
+def random_batch(rng: np.random.Generator, batch: int, src_len: int, tgt_len: int,
+                 ragged: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Source rows of random words + eos, right-padded to different lengths; target rows bos + words."""
+    src = np.full((batch, src_len), PAD, dtype=np.int64)
+    for i in range(batch):
+        n = int(rng.integers(1, src_len)) if ragged else src_len - 1
+        src[i, :n] = rng.integers(4, V, n)
+        src[i, n] = EOS
+    tgt = rng.integers(4, V, (batch, tgt_len))
+    tgt[:, 0] = BOS
+    return src, tgt
+
+
+def logits_of(model: Transformer, src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
+    with ta.no_grad():
+        return model(src, tgt).numpy()
+
+
+# ---- construction ------------------------------------------------------------------------------------------
+
+
+def test_forward_shapes_and_dtypes():
+    model = small_model()
+    src, tgt = random_batch(np.random.default_rng(0), 3, 7, 5)
+    with ta.no_grad():
+        memory, src_keep = model.encode(src)
+        logits = model.decode(tgt, memory, src_keep)
+    assert memory.shape == (3, 7, 32) and memory.dtype == np.float32
+    assert src_keep.shape == (3, 7) and src_keep.dtype == np.bool_
+    np.testing.assert_array_equal(src_keep.numpy(), src != PAD)
+    assert logits.shape == (3, 5, V) and logits.dtype == np.float32
+    np.testing.assert_allclose(logits.numpy(), logits_of(model, src, tgt), rtol=1e-6, atol=1e-6)
+
+
+def test_one_shared_embedding_is_the_output_projection():
+    model = small_model()
+    big = [name for name, p in model.named_parameters() if V in p.shape]
+    assert big == ["embedding.weight"]  # no separate output matrix: source, target and softmax share it
+    src, tgt = random_batch(np.random.default_rng(1), 2, 5, 4)
+    with ta.no_grad():
+        memory, src_keep = model.encode(src)
+        h = model.decode_hidden(tgt, memory, src_keep).numpy()
+        logits = model.decode(tgt, memory, src_keep).numpy()
+    np.testing.assert_allclose(logits, h @ model.embedding.weight.numpy().T, rtol=1e-5, atol=1e-5)
+    # and the projection's gradient reaches that same Parameter
+    ta.manual_seed(0)
+    fresh = Transformer(V, d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32, dropout=0.0)
+    h = ta.randn(3, 16)
+    fresh.project(h).sum().backward()
+    np.testing.assert_allclose(fresh.embedding.weight.grad.numpy(), np.broadcast_to(h.numpy().sum(0), (V, 16)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_untied_output_projection_is_separate():
+    model = Transformer(V, d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32,
+                        tie_embeddings=False)
+    assert model.output_proj.weight is not model.embedding.weight
+    assert sum(p.numel() for p in model.parameters()) == count_parameters(
+        V, d_model=16, n_encoder_layers=1, n_decoder_layers=1, d_ff=32, tie_embeddings=False)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_parameter_count_formula(norm_first):
+    for hp in [dict(d_model=32, n_heads=4, n_encoder_layers=2, n_decoder_layers=3, d_ff=48),
+               dict(d_model=24, n_heads=3, n_encoder_layers=0, n_decoder_layers=1, d_ff=8)]:
+        model = Transformer(101, norm_first=norm_first, **hp)
+        assert sum(p.numel() for p in model.parameters()) == count_parameters(101, norm_first=norm_first, **hp)
+
+
+def test_presets_match_the_documented_sizes():
+    assert {k: (p["d_model"], p["n_encoder_layers"], p["n_decoder_layers"], p["n_heads"], p["d_ff"])
+            for k, p in PRESETS.items() if k != "tiny"} == {"small": (256, 3, 3, 4, 1024), "base": (512, 6, 6, 8, 2048)}
+    assert count_parameters(8000, **PRESETS["tiny"]) == 2_412_544
+    assert count_parameters(8000, **PRESETS["small"]) == 7_577_600
+    assert count_parameters(8000, **PRESETS["base"]) == 48_234_496
+
+
+def test_initialisation():
+    ta.manual_seed(3)
+    d = 64
+    model = Transformer(500, d_model=d, n_heads=4, n_encoder_layers=1, n_decoder_layers=1, d_ff=128)
+    emb = model.embedding.weight.numpy()
+    assert np.all(emb[PAD] == 0)
+    assert abs(emb[1:].std() - d**-0.5) < 0.1 * d**-0.5  # N(0, d^-1/2), tied with the output projection
+    qkv = model.encoder_layers[0].self_attn.qkv_proj
+    bound = math.sqrt(6 / (2 * d))  # xavier-uniform of one d x d projection
+    w = qkv.weight.numpy()
+    assert w.shape == (3 * d, d) and np.abs(w).max() <= bound and np.abs(w).max() > 0.95 * bound
+    assert np.all(qkv.bias.numpy() == 0)
+    w1 = model.encoder_layers[0].ffn.w_1.weight.numpy()
+    assert np.abs(w1).max() <= math.sqrt(6 / (d + 128))
+
+
+def test_positional_encoding_is_the_papers_and_extends():
+    pe = PositionalEncoding(8, max_positions=4)
+    table = pe(10).numpy()  # longer than the table: recomputed
+    pos, i = 7, 1
+    assert table.shape == (10, 8) and table.dtype == np.float32
+    np.testing.assert_allclose(table[pos, 2 * i], math.sin(pos / 10000 ** (2 * i / 8)), rtol=1e-6)
+    np.testing.assert_allclose(table[pos, 2 * i + 1], math.cos(pos / 10000 ** (2 * i / 8)), rtol=1e-6)
+    np.testing.assert_array_equal(pe(3, offset=5).numpy(), table[5:8])
+
+
+def test_bad_hyperparameters_are_named():
+    with pytest.raises(ValueError, match="divisible by n_heads"):
+        Transformer(10, d_model=30, n_heads=4)
+    with pytest.raises(ValueError, match="pad_id"):
+        Transformer(10, d_model=8, n_heads=2, pad_id=10)
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        build_model(10, preset="huge")
+    with pytest.raises(ValueError, match="unknown hyperparameter"):
+        build_model(10, preset="tiny", d_modle=64)
+    model = build_model(40, preset="tiny", d_model=16, n_heads=2, d_ff=8)
+    assert (model.d_model, model.n_heads, model.n_encoder_layers, model.d_ff) == (16, 2, 3, 8)
+    with pytest.raises(ValueError, match="integer token ids"):
+        model(np.zeros((2, 3), np.float32), np.zeros((2, 3), np.int64))
+
+
+# ---- masks -------------------------------------------------------------------------------------------------
+
+
+@given(st.integers(0, 2**31 - 1), st.integers(1, 6), st.booleans())
+def test_future_target_tokens_never_change_earlier_logits(seed, t, norm_first):
+    model = small_model(norm_first)
+    rng = np.random.default_rng(seed)
+    src, tgt = random_batch(rng, 2, 6, 7)
+    changed = tgt.copy()
+    changed[:, t:] = rng.integers(0, V, (2, 7 - t))  # anything from position t on, pads included
+    a, b = logits_of(model, src, tgt), logits_of(model, src, changed)
+    np.testing.assert_allclose(a[:, :t], b[:, :t], rtol=1e-5, atol=1e-5)
+    if t < 7:
+        assert not np.allclose(a[:, t:], b[:, t:])  # the mask hides the future, nothing else
+
+
+@given(st.integers(0, 2**31 - 1), st.integers(1, 4), st.booleans())
+def test_source_padding_never_changes_outputs(seed, extra, norm_first):
+    model = small_model(norm_first)
+    rng = np.random.default_rng(seed)
+    src, tgt = random_batch(rng, 3, 6, 5)
+    padded = np.concatenate([src, np.full((3, extra), PAD)], axis=1)  # more padding columns
+    np.testing.assert_allclose(logits_of(model, padded, tgt), logits_of(model, src, tgt), rtol=1e-5, atol=1e-5)
+    # What sits at padded positions is never attended to: give the pad token another embedding.
+    saved = model.embedding.weight.data[PAD].copy()
+    try:
+        model.embedding.weight.data[PAD] = rng.standard_normal(32).astype(np.float32)
+        np.testing.assert_allclose(logits_of(model, padded, tgt), logits_of(model, src, tgt), rtol=1e-5, atol=1e-5)
+    finally:
+        model.embedding.weight.data[PAD] = saved
+
+
+def test_a_sentence_gets_the_same_logits_alone_and_in_a_padded_batch():
+    model = small_model()
+    src, tgt = random_batch(np.random.default_rng(5), 4, 9, 6)
+    batched = logits_of(model, src, tgt)
+    for i in range(4):
+        n = int((src[i] != PAD).sum())
+        np.testing.assert_allclose(logits_of(model, src[i : i + 1, :n], tgt[i : i + 1]), batched[i : i + 1],
+                                   rtol=1e-5, atol=1e-5)
+
+
+# ---- the key/value cache -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_incremental_decoding_with_the_cache_equals_full_recomputation(norm_first):
+    model = small_model(norm_first)
+    src, tgt = random_batch(np.random.default_rng(7), 3, 8, 12)
+    full = logits_of(model, src, tgt)  # every position computed at once, causal mask
+    with ta.no_grad():
+        memory, src_keep = model.encode(src)
+        cache = DecoderCache()
+        steps = [model.decode(tgt[:, t : t + 1], memory, src_keep, cache).numpy() for t in range(12)]
+        assert cache.length == 12
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, rtol=1e-5, atol=1e-5)
+    # Several positions per call, and rows reordered in between (as beam search does).
+    order = np.array([2, 0, 0])
+    with ta.no_grad():
+        cache = DecoderCache()
+        first = model.decode(tgt[:, :5], memory, src_keep, cache).numpy()
+        cache.reorder(order)
+        rest = model.decode(tgt[order, 5:], memory[ta.tensor(order)], src_keep[ta.tensor(order)], cache).numpy()
+    np.testing.assert_allclose(first, full[:, :5], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(rest, full[order, 5:], rtol=1e-5, atol=1e-5)
+
+
+def test_the_cache_is_for_inference_only():
+    model = small_model()
+    src, tgt = random_batch(np.random.default_rng(0), 1, 4, 2)
+    memory, src_keep = model.encode(src)
+    with pytest.raises(RuntimeError, match="no_grad"):
+        model.decode(tgt, memory, src_keep, DecoderCache())
+
+
+def test_attention_weights_are_distributions_over_real_tokens():
+    model = small_model()
+    src, tgt = random_batch(np.random.default_rng(2), 2, 7, 4)
+    with ta.no_grad():
+        memory, src_keep, enc = model.encode(src, return_attention=True)
+        logits, dec = model.decode(tgt, memory, src_keep, return_attention=True)
+    np.testing.assert_allclose(logits.numpy(), logits_of(model, src, tgt), rtol=1e-5, atol=1e-5)
+    assert len(enc) == 2 and enc[0].shape == (2, 4, 7, 7)
+    assert dec["cross"][1].shape == (2, 4, 4, 7) and dec["self"][0].shape == (2, 4, 4, 4)
+    for w in enc + dec["cross"] + dec["self"]:
+        np.testing.assert_allclose(w.numpy().sum(-1), 1.0, rtol=1e-5)
+    pads = src == PAD
+    assert np.all(enc[0].numpy()[:, :, :, pads[0]][0] == 0) and np.all(dec["cross"][0].numpy()[1][..., pads[1]] == 0)
+    assert np.all(np.triu(dec["self"][1].numpy()[0, 0], 1) == 0)  # no attention to the future
+
+
+# ---- gradients ---------------------------------------------------------------------------------------------
+
+
+def _substitute(module: ta.nn.Module, name: str, tensor: ta.Tensor) -> None:
+    """Make ``module.<name>`` read ``tensor`` (a gradcheck input) instead of its Parameter."""
+    module._parameters[name] = tensor
+
+
+def test_gradcheck_of_the_loss_in_float64():
+    ta.manual_seed(1)
+    model = Transformer(11, d_model=8, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=12, dropout=0.0)
+    model.double()
+    src = np.array([[5, 6, 7, EOS], [8, EOS, PAD, PAD]])
+    tgt_in = np.array([[BOS, 9, 4], [BOS, 10, PAD]])
+    tgt_out = np.array([[9, 4, EOS], [10, EOS, PAD]])
+    layer = model.decoder_layers[0]
+    targets = [(layer.cross_attn.q_proj, "weight"), (model.encoder_layers[0].norm1, "weight"),
+               (model.embedding, "weight")]
+
+    def loss(*weights: ta.Tensor) -> ta.Tensor:
+        for (module, name), w in zip(targets, weights):
+            _substitute(module, name, w)
+        return model.loss(model(src, tgt_in), tgt_out, label_smoothing=0.1)[0]
+
+    weights = [ta.tensor(getattr(m, n).numpy(), requires_grad=True) for m, n in targets]
+    assert weights[0].dtype == np.float64
+    assert ta.gradcheck(loss, weights, eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+# ---- learning ----------------------------------------------------------------------------------------------
+
+
+def _train(model: Transformer, batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]], steps: int, lr: float,
+           warmup: int = 0, decay: int = 0) -> float:
+    """Adam for ``steps`` steps (linear warmup over ``warmup`` steps, linear decay over the last ``decay``);
+    returns the last per-token loss (no label smoothing)."""
+    opt = ta.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-9)
+    model.train()
+    per_token = float("inf")
+    for step in range(1, steps + 1):
+        factor = min(1.0, step / warmup if warmup else 1.0, (steps - step) / decay + 0.05 if decay else 1.0)
+        for group in opt.param_groups:
+            group["lr"] = lr * factor
+        src, tgt_in, tgt_out = batches[step % len(batches)]
+        loss, n = model.loss(model(src, tgt_in), tgt_out, label_smoothing=0.0)
+        opt.zero_grad()
+        (loss / n).backward()
+        opt.step()
+        per_token = loss.item() / n
+    model.eval()
+    return per_token
+
+
+def _teacher_forcing(pairs: list[tuple[list[int], list[int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from models.translator.batching import pad_rows
+
+    return (pad_rows([s + [EOS] for s, _ in pairs]), pad_rows([[BOS] + t for _, t in pairs]),
+            pad_rows([t + [EOS] for _, t in pairs]))
+
+
+def test_overfits_a_handful_of_sentence_pairs():
+    ta.manual_seed(0)
+    rng = np.random.default_rng(0)
+    pairs = [(list(rng.integers(4, V, rng.integers(3, 8))), list(rng.integers(4, V, rng.integers(3, 8))))
+             for _ in range(6)]
+    model = Transformer(V, d_model=32, n_heads=4, n_encoder_layers=1, n_decoder_layers=1, d_ff=64, dropout=0.0)
+    batch = _teacher_forcing(pairs)
+    assert _train(model, [batch], steps=1, lr=0.0) > 2.0  # about log(V) before training
+    assert _train(model, [batch], steps=150, lr=3e-3, warmup=10) < 0.02
+    from models.translator.search import greedy_decode
+
+    assert greedy_decode(model, batch[0], BOS, EOS) == [t for _, t in pairs]
+
+
+def test_learns_to_reverse_sequences_exactly():
+    """A synthetic task: output the source tokens in reverse order. Learned to 100% exact match on unseen
+    sequences, greedy and beam: 400 steps of 64 sequences, about 8 s on one CPU core. (Under heavy load,
+    multithreaded BLAS on such small matrices can take several times longer: OPENBLAS_NUM_THREADS=1 helps.)"""
+    from models.translator.search import beam_search, greedy_decode
+
+    ta.manual_seed(0)
+    rng = np.random.default_rng(1)
+    vocab = 14  # 10 "words"
+
+    def sample(n: int) -> list[tuple[list[int], list[int]]]:
+        seqs = [[int(w) for w in rng.integers(4, vocab, rng.integers(2, 7))] for _ in range(n)]
+        return [(s, s[::-1]) for s in seqs]
+
+    model = Transformer(vocab, d_model=32, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=64,
+                        dropout=0.0)
+    batches = [_teacher_forcing(sample(64)) for _ in range(400)]
+    assert _train(model, batches, steps=400, lr=3e-3, warmup=30, decay=200) < 0.05
+    test = sample(100)
+    src = _teacher_forcing(test)[0]
+    expected = [t for _, t in test]
+    assert greedy_decode(model, src, BOS, EOS) == expected
+    assert beam_search(model, src, BOS, EOS, beam_size=3) == expected
