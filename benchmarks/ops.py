@@ -392,11 +392,11 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def overhead_table(rows: list[dict]) -> str:
-    header = ["op (4x4 float32)", "ours fwd", "torch fwd", "ours/torch fwd", "ours f+b", "numpy f+b", "torch f+b",
-              "ours/torch f+b", "ours/numpy f+b"]
-    body = [[r["op"], _num(r["ours_fwd_us"]), _num(r.get("torch_fwd_us")),
+    header = ["op (4x4 float32)", "numpy fwd", "ours fwd", "torch fwd", "ours/torch fwd", "numpy f+b", "ours f+b",
+              "torch f+b", "ours/torch f+b", "ours/numpy f+b"]
+    body = [[r["op"], _num(r["numpy_fwd_us"]), _num(r["ours_fwd_us"]), _num(r.get("torch_fwd_us")),
              _ratio(r["ours_fwd_us"], r.get("torch_fwd_us")),
-             _num(r["ours_fwd_bwd_us"]), _num(r["numpy_fwd_bwd_us"]), _num(r.get("torch_fwd_bwd_us")),
+             _num(r["numpy_fwd_bwd_us"]), _num(r["ours_fwd_bwd_us"]), _num(r.get("torch_fwd_bwd_us")),
              _ratio(r["ours_fwd_bwd_us"], r.get("torch_fwd_bwd_us")),
              _ratio(r["ours_fwd_bwd_us"], r["numpy_fwd_bwd_us"])] for r in rows]
     return table(header, body)
