@@ -133,7 +133,7 @@ def op_tests(
     grad: bool = True,
     tol32: tuple[float, float] = TOL32,
     tol64: tuple[float, float] = TOL64,
-    weight: float = 1.0,
+    weight: float = 2.0,
 ) -> type:
     """Build the test class of one op.
 
@@ -142,7 +142,8 @@ def op_tests(
     inputs:    a strategy of ``Case`` (see ``unary``, ``nary``, ``case``).
     torch_fn:  ``torch_fn(*torch_tensors, **kwargs)`` for the PyTorch parity test (None: no such test).
     grad:      False for ops without a gradient (argmax): only the forward and no-mutation tests.
-    weight:    scales the number of examples of every test (below 1 for slow ops).
+    weight:    each test draws ``weight`` times the profile's ``max_examples`` (the second-derivative,
+               no-mutation and PyTorch tests half that); the tensors are tiny, so the default is 2.
     """
 
     @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
