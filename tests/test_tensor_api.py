@@ -301,7 +301,7 @@ def test_repr_shows_data_dtype_grad_fn_and_requires_grad():
     assert "requires_grad=True" in repr(x)
     assert "grad_fn=<MulBackward>" in repr(x * 2)
     assert "grad_fn=<SumBackward>" in repr((x * 2).sum())
-    assert "device" not in repr(x)  # the CPU is the default, like PyTorch (see test_backend for others)
+    assert "dtype=float32" in repr(x) and "device='cpu'" in repr(x)  # always shown (issue #2)
     big = repr(ta.zeros(1000))
     assert "..." in big and len(big) < 1000
 

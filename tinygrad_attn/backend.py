@@ -94,6 +94,10 @@ class Backend:
         """Copy an array of this backend to a host NumPy array."""
         raise NotImplementedError
 
+    def scalar(self, value: Any, dtype: Any, like: Any) -> Any:
+        """A 0-d array holding ``value`` on the same device as ``like``."""
+        return self.load().asarray(value, dtype=dtype)
+
 
 class NumPyBackend(Backend):
     name = "cpu"
@@ -134,6 +138,11 @@ class CuPyBackend(Backend):
 
     def to_numpy(self, array: Any) -> np.ndarray:
         return array.get()
+
+    def scalar(self, value: Any, dtype: Any, like: Any) -> Any:
+        xp = self.load()
+        with xp.cuda.Device(like.device.id):  # not the current device: like's (for cuda:1, cuda:2, ...)
+            return xp.asarray(value, dtype=dtype)
 
 
 BACKENDS: dict[str, Backend] = {"cpu": NumPyBackend(), "cuda": CuPyBackend()}
@@ -187,6 +196,13 @@ def to_device(array: Any, target: Device) -> Any:
         return array
     host = backend_of(array).to_numpy(array)
     return BACKENDS[target.type].from_numpy(host, target.index)
+
+
+def scalar_like(value: Any, dtype: Any, like: Any) -> Any:
+    """A 0-d array holding ``value``, on the device of the array ``like`` (how Python numbers enter ops)."""
+    if isinstance(like, np.ndarray):
+        return np.asarray(value, dtype=dtype)
+    return backend_of(like).scalar(value, dtype, like)
 
 
 def module_for(target: Device) -> Any:

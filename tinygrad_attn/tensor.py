@@ -21,7 +21,7 @@ import numpy as np
 
 from . import autograd
 from . import dtypes as _dtypes
-from .backend import Device, array_module, device, device_of, module_for, to_device
+from .backend import Device, array_module, device, device_of, module_for, scalar_like, to_device
 
 
 class Tensor:
@@ -106,11 +106,7 @@ class Tensor:
 
     def __repr__(self) -> str:
         body = np.array2string(self.numpy(), separator=", ", precision=4, threshold=200, prefix="tensor(")
-        extra = []
-        if self.dtype not in (_dtypes.float32, _dtypes.int64, _dtypes.bool_):
-            extra.append(f"dtype={self.dtype}")
-        if self.device.type != "cpu":
-            extra.append(f"device='{self.device}'")
+        extra = [f"dtype={self.dtype}", f"device='{self.device}'"]
         if self.grad_fn is not None:
             extra.append(f"grad_fn=<{self.grad_fn.name}>")
         elif self.requires_grad:
@@ -685,7 +681,7 @@ def _coerce(x: Any, like: Tensor) -> Tensor:
             dt = like.dtype
         else:
             dt = _dtypes.default_float
-        return Tensor._make(like.xp.asarray(x, dtype=dt))
+        return Tensor._make(scalar_like(x, dt, like.data))
     if isinstance(x, (list, tuple)) or hasattr(x, "__array_priority__") or isinstance(x, np.generic):
         return tensor(x, device=like.device, dtype=like.dtype if np.asarray(x).dtype.kind == "f" else None)
     raise TypeError(f"cannot combine a Tensor with {type(x).__name__}")

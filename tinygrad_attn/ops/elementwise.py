@@ -136,7 +136,8 @@ class PowScalar(Function):
 
 
 class Pow(Function):
-    """z = x^y for tensors.   dz/dx = y * x^(y-1),  dz/dy = z * log(x)."""
+    """z = x^y for tensors.   dz/dx = y * x^(y-1),  dz/dy = z * log(x)  (taken as 0 where x = 0, as PyTorch:
+    there z = 0 for y > 0, and log 0 would turn 0 * -inf into nan)."""
 
     def forward(self, x: Any, y: Any) -> Any:
         _binary_check("pow", x, y)
@@ -147,7 +148,12 @@ class Pow(Function):
     def backward(self, g: Tensor) -> tuple[Tensor | None, Tensor | None]:
         x, y, z = self.saved_tensors
         gx = sum_to(g * y * x ** (y - 1), x.shape) if self.needs_input_grad[0] else None
-        gy = sum_to(g * z * log(x), y.shape) if self.needs_input_grad[1] else None
+        if self.needs_input_grad[1]:
+            at_zero = Tensor._make(x.data == 0)
+            safe_x = where(at_zero, Tensor._make(x.xp.ones((), dtype=x.dtype)), x)
+            gy = sum_to(where(at_zero, Tensor._make(x.xp.zeros((), dtype=x.dtype)), g * z * log(safe_x)), y.shape)
+        else:
+            gy = None
         return gx, gy
 
 

@@ -74,7 +74,9 @@ class LogSumExp(Function):
         xp = _xp(x)
         m = x.max(axis=dims, keepdims=True)
         m = xp.where(xp.isfinite(m), m, 0)  # rows of all -inf give -inf, not nan
-        z = xp.log(xp.exp(x - m).sum(axis=dims, keepdims=True)) + m
+        total = xp.exp(x - m).sum(axis=dims, keepdims=True)
+        empty = total == 0  # a row of all -inf: log 0 = -inf, without NumPy's divide-by-zero warning
+        z = xp.where(empty, -xp.inf, xp.log(xp.where(empty, 1, total))) + m
         self.dims, self.keepdim = dims, keepdim
         out = z if keepdim else z.reshape([n for i, n in enumerate(x.shape) if i not in dims])
         self.save_for_backward(x, out)
