@@ -40,6 +40,7 @@ import numpy as np
 import tinygrad_attn as ta
 import tinygrad_attn.functional as F
 from tinygrad_attn import Tensor, nn
+from tinygrad_attn.backend import array_module, device_of, to_device
 
 __all__ = [
     "PRESETS",
@@ -124,8 +125,12 @@ class KVBuffer:
     def reorder(self, index: Any) -> None:
         """Keep rows ``index`` of the batch, in that order (beam search's reshuffles, finished sentences)."""
         if self.k is not None:
-            self.k = self.k[index]
-            self.v = self.v[index]
+            used = self.length
+            k = array_module(self.k).empty((len(index),) + self.k.shape[1:], dtype=self.k.dtype)
+            v = array_module(self.k).empty_like(k)
+            k[:, :, :used] = self.k[index, :, :used]  # only the positions decoded so far, not the capacity
+            v[:, :, :used] = self.v[index, :, :used]
+            self.k, self.v = k, v
 
 
 class DecoderCache:
@@ -156,11 +161,8 @@ class DecoderCache:
 
 
 def _on_device_of(index: np.ndarray, array: Any) -> Any:
-    return index if array is None or isinstance(array, np.ndarray) else ta.tensor(index, device=_device(array)).data
-
-
-def _device(array: Any) -> Any:
-    return ta.from_numpy(array).device
+    """The integer array ``index`` on the device of ``array`` (a no-op on the CPU)."""
+    return index if array is None else to_device(index, device_of(array))
 
 
 class MultiHeadAttention(nn.Module):
