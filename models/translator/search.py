@@ -52,15 +52,24 @@ class _Decoder:
         logits = self.model.project(h)  # the vocabulary projection only where it is needed: the last position
         return F.log_softmax(logits[:, 0], dim=-1).numpy()
 
-    def advance(self, rows: np.ndarray, tokens: np.ndarray, same_sources: bool) -> None:
-        """Continue row ``rows[i]`` with ``tokens[i]`` as new row i. ``same_sources``: row i had the same
-        source sentence before (beams reshuffled within a sentence), so the encoder side can stay as it is."""
+    def advance(self, tokens: np.ndarray, rows: np.ndarray | None = None, same_sources: bool = True) -> None:
+        """Continue row ``rows[i]`` with ``tokens[i]`` as new row i (``rows=None``: every row, in place).
+        ``same_sources``: row i had the same source sentence before (beams reshuffled within a sentence),
+        so the encoder side stays as it is."""
+        if rows is None:
+            self.tokens = np.concatenate([self.tokens, tokens[:, None]], axis=1)
+            return
         self.tokens = np.concatenate([self.tokens[rows], tokens[:, None]], axis=1)
         if not same_sources:
             index = ta.tensor(rows, device=self.memory.device)
             self.memory, self.src_keep = self.memory[index], self.src_keep[index]
         if self.cache is not None:
             self.cache.reorder(rows, cross=not same_sources)
+
+
+# Finished sentences leave the batch once this fraction of it has finished: dropping rows copies the
+# cache, so it pays only when enough rows go at once (until then the finished rows are computed and ignored).
+COMPACT_AT = 0.25
 
 
 def _source(model: Transformer, src: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -104,17 +113,20 @@ def greedy_decode(model: Transformer, src: np.ndarray, bos_id: int, eos_id: int,
         memory, src_keep = model.encode(src)
         decoder = _Decoder(model, memory, src_keep, bos_id, use_cache)
         alive = np.arange(B)  # the sentence of each row
+        running = np.ones(B, dtype=bool)  # rows still decoding (finished rows stay until the batch is compacted)
         for step in range(int(max_len.max())):
             token = decoder.log_probs().argmax(axis=1)
-            for sentence, t in zip(alive, token):
-                if t != eos_id:
-                    outputs[sentence].append(int(t))
-            done = (token == eos_id) | (step + 1 >= max_len[alive])
-            if done.all():
+            for row in np.flatnonzero(running & (token != eos_id)):
+                outputs[alive[row]].append(int(token[row]))
+            running &= (token != eos_id) & (step + 1 < max_len[alive])
+            if not running.any():
                 break
-            rows = np.flatnonzero(~done)
-            decoder.advance(rows, token[rows], same_sources=len(rows) == len(alive))
-            alive = alive[rows]
+            if running.mean() <= 1 - COMPACT_AT:
+                rows = np.flatnonzero(running)
+                decoder.advance(token[rows], rows, same_sources=False)
+                alive, running = alive[rows], running[rows]
+            else:
+                decoder.advance(token)
     return outputs
 
 
@@ -141,26 +153,31 @@ def beam_search(model: Transformer, src: np.ndarray, bos_id: int, eos_id: int, b
         rows = ta.tensor(np.repeat(np.arange(B), k), device=memory.device)  # k rows (beams) per sentence
         decoder = _Decoder(model, memory[rows], src_keep[rows], bos_id, use_cache)
         alive = np.arange(B)  # the sentence of each group of k rows
+        running = np.ones(B, dtype=bool)  # sentences still searching (done ones stay until compaction)
         # Summed log-probabilities of the live beams. At the start all k beams are the same "<s>": let only
         # the first one expand, or the beam would fill with k copies of one hypothesis.
         score = np.full((B, k), -np.inf)
         score[:, 0] = 0.0
         for step in range(int(max_len.max())):
             length = step + 1  # tokens generated once this step's token is added
+            n = len(alive)
             logp = decoder.log_probs()  # (n * k, V)
             V = logp.shape[1]
             # The 2k best continuations of each sentence (at most k of them end in </s>, one per beam) are
             # among the 2k best tokens of each of its beams: select those first, then add the beams'
             # scores (in float64, so that sums of float32 log-probabilities neither round nor tie).
-            tokens = _top(logp, 2 * k)  # (n * k, 2k)
-            total = score.reshape(-1, 1) + np.take_along_axis(logp, tokens, axis=1).astype(np.float64)
-            per_sentence = k * tokens.shape[1]
-            flat = ((np.arange(len(alive) * k) % k)[:, None] * V + tokens).reshape(len(alive), per_sentence)
-            total = total.reshape(len(alive), per_sentence)
+            tokens, token_logp = _top(logp, 2 * k)  # (n * k, 2k) each
+            total = score.reshape(-1, 1) + token_logp.astype(np.float64)
+            flat = ((np.arange(n * k) % k)[:, None] * V + tokens).reshape(n, -1)  # beam * V + token
+            total = total.reshape(n, -1)
             pick = np.lexsort((flat, -total), axis=1)[:, : 2 * k]  # best first; ties: lower beam, then token
             best, candidates = np.take_along_axis(flat, pick, axis=1), np.take_along_axis(total, pick, axis=1)
-            next_rows, next_tokens, next_score, keep_sentences = [], [], [], []
-            for i, sentence in enumerate(alive):
+            # Each row's next (source row, token, score); a done sentence's rows idle on </s> until compaction.
+            next_rows = np.arange(n * k)
+            next_tokens = np.full(n * k, eos_id, dtype=np.int64)
+            next_score = np.full(n * k, -np.inf)
+            for i in np.flatnonzero(running):
+                sentence = alive[i]
                 beams: list[tuple[int, int, float]] = []  # (row, token, score) of the continuing beams
                 for rank, (f, s) in enumerate(zip(best[i].tolist(), candidates[i].tolist())):
                     row, token = i * k + f // V, f % V
@@ -170,42 +187,48 @@ def beam_search(model: Transformer, src: np.ndarray, bos_id: int, eos_id: int, b
                     elif len(beams) < k:
                         beams.append((row, token, s))
                 if len(finished[sentence]) >= k:
-                    continue
-                if length >= max_len[sentence]:  # out of room: the live beams end here as they are
+                    running[i] = False
+                elif length >= max_len[sentence]:  # out of room: the live beams end here as they are
                     finished[sentence].extend((s / length_penalty(length, alpha), _hyp(decoder, row) + [token])
                                               for row, token, s in beams if s > -np.inf)
-                    continue
-                keep_sentences.append(i)
-                for row, token, s in beams:
-                    next_rows.append(row)
-                    next_tokens.append(token)
-                    next_score.append(s)
-            if not keep_sentences:
+                    running[i] = False
+                else:
+                    for j, (row, token, s) in enumerate(beams):
+                        next_rows[i * k + j], next_tokens[i * k + j], next_score[i * k + j] = row, token, s
+            if not running.any():
                 break
-            decoder.advance(np.asarray(next_rows), np.asarray(next_tokens, dtype=np.int64),
-                            same_sources=len(keep_sentences) == len(alive))
-            alive = alive[keep_sentences]
-            score = np.asarray(next_score).reshape(len(alive), k)
+            if running.mean() <= 1 - COMPACT_AT:
+                keep = np.flatnonzero(running)
+                rows = (keep[:, None] * k + np.arange(k)).reshape(-1)
+                decoder.advance(next_tokens[rows], next_rows[rows], same_sources=False)
+                alive, running, score = alive[keep], running[keep], next_score[rows].reshape(len(keep), k)
+            else:
+                decoder.advance(next_tokens, next_rows, same_sources=True)
+                score = next_score.reshape(n, k)
     return [max(hyps, key=lambda h: h[0])[1] if hyps else [] for hyps in finished]
 
 
-def _top(scores: np.ndarray, n: int) -> np.ndarray:
-    """Column indices of the n largest entries of each row, best first; equal scores: lower index first
-    (as ``argmax``), so that beam size 1 picks what greedy picks.
+def _top(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n largest entries of each row, best first, as (column indices, values); among equal scores the
+    lower index comes first (as with ``argmax``), so that beam size 1 picks what greedy picks. Overwrites
+    the entries it picks in ``scores``.
 
     For small n, n rounds of ``argmax`` (vectorised, a few hundred microseconds each) beat ``argpartition``
     (introselect, about ten times slower per element)."""
     n = min(n, scores.shape[1])
     if n > 16:
         part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
-        order = np.lexsort((part, -np.take_along_axis(scores, part, axis=1)), axis=1)
-        return np.take_along_axis(part, order, axis=1)
-    work, rows = scores.copy(), np.arange(scores.shape[0])
+        values = np.take_along_axis(scores, part, axis=1)
+        order = np.lexsort((part, -values), axis=1)
+        return np.take_along_axis(part, order, axis=1), np.take_along_axis(values, order, axis=1)
+    rows = np.arange(scores.shape[0])
     best = np.empty((scores.shape[0], n), dtype=np.int64)
+    values = np.empty((scores.shape[0], n), dtype=scores.dtype)
     for i in range(n):
-        best[:, i] = work.argmax(axis=1)
-        work[rows, best[:, i]] = -np.inf
-    return best
+        best[:, i] = scores.argmax(axis=1)
+        values[:, i] = scores[rows, best[:, i]]
+        scores[rows, best[:, i]] = -np.inf
+    return best, values
 
 
 def _hyp(decoder: _Decoder, row: int) -> list[int]:
