@@ -1,0 +1,784 @@
+"""The translator's Transformer against a PyTorch twin of the same model and recipe: speed and memory.
+
+    python benchmarks/translator.py                          # preset small, all cores: the table
+    python benchmarks/translator.py --preset tiny --json out.json
+    python benchmarks/translator.py --checkpoint runs/small  # decode with trained weights (real lengths)
+    python benchmarks/translator.py --quick                  # tiny sizes, a few seconds: a smoke run
+
+**The twin** (``Twin*`` classes below) is the model of ``models/transformer.py`` written with plain
+``torch.nn``: post-LN encoder-decoder, the preset's d_model / heads / layers / d_ff, one embedding shared by
+source, target and the pre-softmax projection and scaled by sqrt(d_model), sinusoidal positions, dropout 0.1
+(on embeddings + positions, attention weights, the FFN's ReLU and every sublayer output), fused Q/K/V
+projections, ``torch.nn.functional.scaled_dot_product_attention``, label-smoothed (0.1) cross-entropy summed
+over non-pad tokens, Adam(0.9, 0.98, 1e-9) with the same Noam schedule (``LambdaLR``). Its parameters have
+our parameter names, so our initial weights are copied into it by name; before anything is timed, both
+models compute the loss and gradients of one real batch in eval mode (dropout off) and must agree to float32
+tolerance: the two columns then time the same model.
+
+What is measured, in one run, with both frameworks given the same number of threads (``--threads``,
+default: every core; it sets OMP/OpenBLAS/MKL thread counts before NumPy loads and ``torch.set_num_threads``):
+
+1. **Training**, target tokens per second: our step is ``models.translator.train.train_step`` itself
+   (forward, loss, backward, Adam, schedule); the twin's is the same in PyTorch. Real Multi30k de-en batches
+   of ~``--max-tokens`` tokens (``TokenBatcher``, 8k joint SentencePiece vocabulary trained on the training
+   split), the same batch for both at each step. ``--warmup`` untimed steps, then ``--steps`` timed ones,
+   ours and the twin's alternating (which one goes first alternates too), so machine load hits both alike.
+   Reported: the median over steps of (target tokens / step time), and all tokens / all time.
+2. **Decoding**, sentences per second, batched (``--decode-batch`` sentences, sorted by length), greedy and
+   beam 4, with and without the key/value cache, on the first ``--decode-sentences`` val sentences. Ours is
+   ``models.translator.search.translate_ids``. The twin runs the *same search algorithm* (same length limit,
+   stopping rule, GNMT length penalty, 2k-candidate selection, batch compaction; the per-step bookkeeping is
+   the same NumPy code) on the twin; its cache appends each step's keys/values with ``torch.cat`` and
+   computes the encoder's keys/values once; without the cache it re-runs the decoder over the whole prefix.
+   With random weights (no ``--checkpoint``) hardly any sentence emits ``</s>``, so every one runs to the
+   length limit (source length + 50): slow, but the same work for both; ``--checkpoint`` gives real lengths.
+3. **Peak RSS** of training: each framework in a child process of its own (data, vocabulary, model, then
+   ``--rss-steps`` training steps on the largest batches), ``resource.getrusage`` peak; also the growth
+   over the RSS the child had before building the model (the data and the imported libraries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", choices=["tiny", "small", "base"], default="small")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="threads for NumPy's BLAS and for PyTorch alike (default: every core)")
+    p.add_argument("--steps", type=int, default=20, help="timed training steps per framework (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed training steps first (default 3)")
+    p.add_argument("--max-tokens", type=int, default=4000, help="padded tokens per training batch (default 4000)")
+    p.add_argument("--vocab-size", type=int, default=8000, help="joint SentencePiece vocabulary (default 8000)")
+    p.add_argument("--decode-sentences", type=int, default=256, help="val sentences to decode (default 256)")
+    p.add_argument("--decode-batch", type=int, default=64, help="sentences decoded together (default 64)")
+    p.add_argument("--beam", type=int, default=4, help="beam size (default 4)")
+    p.add_argument("--max-len-a", type=float, default=1.0, help="longest output = a * source length + b (1.0)")
+    p.add_argument("--max-len-b", type=int, default=50, help="... + b (default 50, as the translator)")
+    p.add_argument("--no-decode-without-cache", dest="nocache", action="store_false",
+                   help="skip the decoding runs without the key/value cache (the slow ones)")
+    p.add_argument("--rss-steps", type=int, default=3, help="training steps in each peak-RSS child (default 3)")
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="a run directory or checkpoint: its weights, preset and vocabulary instead of fresh ones")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--no-torch", action="store_true", help="ours only, even if PyTorch is installed")
+    p.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH ('-': stdout)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes (a 2-layer d_model-32 model, 2,000 pairs, 300-token batches): a smoke run")
+    p.add_argument("--rss-child", choices=["ours", "torch"], help=argparse.SUPPRESS)  # internal: one RSS child
+    args = p.parse_args(argv)
+    if args.quick:
+        args.steps, args.warmup, args.rss_steps = min(args.steps, 3), min(args.warmup, 1), min(args.rss_steps, 1)
+        args.max_tokens, args.vocab_size = min(args.max_tokens, 300), min(args.vocab_size, 300)
+        args.decode_sentences, args.decode_batch = min(args.decode_sentences, 8), min(args.decode_batch, 4)
+        args.max_len_a, args.max_len_b = min(args.max_len_a, 0.2), min(args.max_len_b, 4)
+    return args
+
+
+# Thread counts must be in the environment before NumPy (OpenBLAS) and PyTorch (OpenMP) start.
+ARGS = parse_args() if __name__ == "__main__" else parse_args([])
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = str(ARGS.threads)
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+import tinygrad_attn as ta  # noqa: E402
+from models.transformer import PositionalEncoding  # noqa: E402
+from models.translator import config as cfg  # noqa: E402
+from models.translator.batching import Batch, TokenBatcher, decode_batches, restore_order  # noqa: E402
+from models.translator.data import load_split  # noqa: E402
+from models.translator.search import COMPACT_AT, length_penalty, translate_ids  # noqa: E402
+from models.translator.vocab import BOS_ID, EOS_ID, PAD_ID, Vocab  # noqa: E402
+
+torch: Any = None
+if not ARGS.no_torch and ARGS.rss_child != "ours":  # the "ours" RSS child must not carry PyTorch's memory
+    try:
+        import torch
+        import torch.nn.functional as TF
+
+        torch.set_num_threads(ARGS.threads)
+    except ImportError:
+        torch = None
+_Module: Any = torch.nn.Module if torch is not None else object
+
+QUICK_MODEL = dict(d_model=32, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=64)
+QUICK_PAIRS = 2000
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The PyTorch twin: models/transformer.py in torch.nn, with the same parameter names
+# ---------------------------------------------------------------------------------------------------------
+
+
+class TwinCache:
+    """Per decoder layer: self-attention keys/values so far (grown with torch.cat), cross-attention's once."""
+
+    def __init__(self) -> None:
+        self.length = 0
+        self.self_kv: dict[int, tuple[Any, Any]] = {}
+        self.cross_kv: dict[int, tuple[Any, Any]] = {}
+
+    def reorder(self, index: Any, cross: bool = True) -> None:
+        self.self_kv = {i: (k[index], v[index]) for i, (k, v) in self.self_kv.items()}
+        if cross:
+            self.cross_kv = {i: (k[index], v[index]) for i, (k, v) in self.cross_kv.items()}
+
+
+class TwinAttention(_Module):
+    """Multi-head attention with fused Q/K/V (self) or Q and fused K/V (cross) projections, as ours."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float, self_attention: bool) -> None:
+        super().__init__()
+        self.n_heads, self.d_k, self.dropout, self.self_attention = n_heads, d_model // n_heads, dropout, self_attention
+        if self_attention:
+            self.qkv_proj = torch.nn.Linear(d_model, 3 * d_model)
+        else:
+            self.q_proj = torch.nn.Linear(d_model, d_model)
+            self.kv_proj = torch.nn.Linear(d_model, 2 * d_model)
+        self.out_proj = torch.nn.Linear(d_model, d_model)
+
+    def _heads(self, x: Any, n: int) -> tuple[Any, ...]:
+        B, T, _ = x.shape
+        return x.view(B, T, n, self.n_heads, self.d_k).permute(2, 0, 3, 1, 4).unbind(0)
+
+    def forward(self, x: Any, memory: Any = None, mask: Any = None, cache: TwinCache | None = None,
+                layer: int = 0) -> Any:
+        B, T, D = x.shape
+        if self.self_attention:
+            q, k, v = self._heads(self.qkv_proj(x), 3)
+            if cache is not None:
+                if layer in cache.self_kv:
+                    past_k, past_v = cache.self_kv[layer]
+                    k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+                cache.self_kv[layer] = (k, v)
+        else:
+            (q,) = self._heads(self.q_proj(x), 1)
+            if cache is not None and layer in cache.cross_kv:
+                k, v = cache.cross_kv[layer]
+            else:
+                k, v = self._heads(self.kv_proj(memory), 2)
+                if cache is not None:
+                    cache.cross_kv[layer] = (k, v)
+        out = TF.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                              dropout_p=self.dropout if self.training else 0.0)
+        return self.out_proj(out.transpose(1, 2).reshape(B, T, D))
+
+
+class TwinFeedForward(_Module):
+    def __init__(self, d_model: int, d_ff: int, dropout: float) -> None:
+        super().__init__()
+        self.w_1, self.w_2 = torch.nn.Linear(d_model, d_ff), torch.nn.Linear(d_ff, d_model)
+        self.dropout = torch.nn.Dropout(dropout)
+
+    def forward(self, x: Any) -> Any:
+        return self.w_2(self.dropout(torch.relu(self.w_1(x))))
+
+
+class TwinEncoderLayer(_Module):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float) -> None:
+        super().__init__()
+        self.self_attn = TwinAttention(d_model, n_heads, dropout, self_attention=True)
+        self.ffn = TwinFeedForward(d_model, d_ff, dropout)
+        self.norm1, self.norm2 = torch.nn.LayerNorm(d_model), torch.nn.LayerNorm(d_model)
+        self.dropout = torch.nn.Dropout(dropout)
+
+    def forward(self, x: Any, mask: Any) -> Any:  # post-LN: LayerNorm(x + Dropout(Sublayer(x)))
+        x = self.norm1(x + self.dropout(self.self_attn(x, mask=mask)))
+        return self.norm2(x + self.dropout(self.ffn(x)))
+
+
+class TwinDecoderLayer(_Module):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float) -> None:
+        super().__init__()
+        self.self_attn = TwinAttention(d_model, n_heads, dropout, self_attention=True)
+        self.cross_attn = TwinAttention(d_model, n_heads, dropout, self_attention=False)
+        self.ffn = TwinFeedForward(d_model, d_ff, dropout)
+        self.norm1, self.norm2, self.norm3 = (torch.nn.LayerNorm(d_model) for _ in range(3))
+        self.dropout = torch.nn.Dropout(dropout)
+
+    def forward(self, x: Any, memory: Any, src_mask: Any, tgt_mask: Any, cache: TwinCache | None = None,
+                layer: int = 0) -> Any:
+        x = self.norm1(x + self.dropout(self.self_attn(x, mask=tgt_mask, cache=cache, layer=layer)))
+        x = self.norm2(x + self.dropout(self.cross_attn(x, memory, mask=src_mask, cache=cache, layer=layer)))
+        return self.norm3(x + self.dropout(self.ffn(x)))
+
+
+class TwinTransformer(_Module):
+    """The encoder-decoder with one tied embedding; the same methods as ours (encode, decode_hidden, ...)."""
+
+    def __init__(self, vocab_size: int, d_model: int, n_heads: int, n_encoder_layers: int, n_decoder_layers: int,
+                 d_ff: int, dropout: float = 0.1, pad_id: int = 0, max_positions: int = 1024) -> None:
+        super().__init__()
+        self.d_model, self.pad_id = d_model, pad_id
+        self.embedding = torch.nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
+        table = torch.from_numpy(PositionalEncoding.sinusoids(max_positions, d_model))
+        self.register_buffer("pe", table, persistent=False)
+        self.dropout = torch.nn.Dropout(dropout)
+        self.encoder_layers = torch.nn.ModuleList(
+            TwinEncoderLayer(d_model, n_heads, d_ff, dropout) for _ in range(n_encoder_layers))
+        self.decoder_layers = torch.nn.ModuleList(
+            TwinDecoderLayer(d_model, n_heads, d_ff, dropout) for _ in range(n_decoder_layers))
+
+    def embed(self, tokens: Any, offset: int = 0) -> Any:
+        x = self.embedding(tokens) * self.d_model**0.5
+        return self.dropout(x + self.pe[offset : offset + tokens.shape[1]])
+
+    def project(self, h: Any) -> Any:
+        return TF.linear(h, self.embedding.weight)
+
+    def encode(self, src: Any) -> tuple[Any, Any]:
+        keep = src != self.pad_id
+        mask = keep[:, None, None, :]
+        x = self.embed(src)
+        for layer in self.encoder_layers:
+            x = layer(x, mask)
+        return x, keep
+
+    def decode_hidden(self, tgt_in: Any, memory: Any, src_keep: Any, cache: TwinCache | None = None) -> Any:
+        T = tgt_in.shape[1]
+        past = cache.length if cache is not None else 0
+        tgt_mask = None
+        if T > 1:
+            tgt_mask = torch.arange(T)[:, None] + past >= torch.arange(past + T)[None, :]
+        src_mask = src_keep[:, None, None, :]
+        x = self.embed(tgt_in, offset=past)
+        for i, layer in enumerate(self.decoder_layers):
+            x = layer(x, memory, src_mask, tgt_mask, cache=cache, layer=i)
+        if cache is not None:
+            cache.length += T
+        return x
+
+    def forward(self, src: Any, tgt_in: Any) -> Any:
+        memory, keep = self.encode(src)
+        return self.project(self.decode_hidden(tgt_in, memory, keep))
+
+    def loss(self, logits: Any, tgt_out: Any, label_smoothing: float = 0.1) -> Any:
+        return TF.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt_out.reshape(-1), ignore_index=self.pad_id,
+                                reduction="sum", label_smoothing=label_smoothing)
+
+
+def build_twin(ours: Any) -> Any:
+    """The twin of ``ours`` (post-LN, tied embedding), holding a copy of its weights."""
+    if ours.norm_first or not ours.tie_embeddings:
+        raise ValueError("the twin implements the post-LN, tied-embedding model only")
+    twin = TwinTransformer(ours.vocab_size, ours.d_model, ours.n_heads, ours.n_encoder_layers, ours.n_decoder_layers,
+                           ours.d_ff, ours.dropout_p, ours.pad_id, ours.max_positions)
+    copy_weights(ours, twin)
+    return twin
+
+
+def copy_weights(ours: Any, twin: Any) -> None:
+    """Our state dict into the twin's: the names are the same, and so are the layouts (Linear is (out, in))."""
+    src = {k: v.numpy() for k, v in ours.state_dict().items()}
+    dst = twin.state_dict()
+    if set(src) != set(dst):
+        raise RuntimeError(f"twin and ours differ in parameters: only ours {sorted(set(src) - set(dst))}, "
+                           f"only the twin {sorted(set(dst) - set(src))}")
+    for name, array in src.items():
+        if tuple(array.shape) != tuple(dst[name].shape):
+            raise RuntimeError(f"{name}: ours {array.shape}, twin {tuple(dst[name].shape)}")
+    twin.load_state_dict({k: torch.from_numpy(np.array(a, dtype=np.float32)) for k, a in src.items()})
+
+
+def check_twin(ours: Any, twin: Any, batch: Batch, label_smoothing: float) -> dict[str, float]:
+    """Loss and gradients of one batch in eval mode (no dropout), ours against the twin's. Raises if they differ."""
+    ours.eval()
+    twin.eval()
+    for p in ours.parameters():
+        p.grad = None
+    twin.zero_grad(set_to_none=True)
+    loss, n = ours.loss(ours(batch.src, batch.tgt_in), batch.tgt_out, label_smoothing=label_smoothing)
+    (loss / n).backward()
+    src, tgt_in, tgt_out = (torch.from_numpy(a) for a in (batch.src, batch.tgt_in, batch.tgt_out))
+    t_loss = twin.loss(twin(src, tgt_in), tgt_out, label_smoothing)
+    (t_loss / n).backward()
+    ours_loss, torch_loss = float(loss.item()) / n, float(t_loss.item()) / n
+    grads = dict(twin.named_parameters())
+    worst = 0.0  # largest |difference| of a gradient entry, relative to that tensor's largest entry
+    for name, p in ours.named_parameters():
+        g, tg = p.grad.numpy(), grads[name].grad.numpy()
+        worst = max(worst, float(np.abs(g - tg).max() / max(np.abs(tg).max(), 1e-12)))
+    for p in ours.parameters():
+        p.grad = None
+    twin.zero_grad(set_to_none=True)
+    result = {"loss_ours": ours_loss, "loss_torch": torch_loss,
+              "loss_rel_diff": abs(ours_loss - torch_loss) / abs(torch_loss), "grad_rel_diff": worst}
+    if result["loss_rel_diff"] > 1e-5 or worst > 1e-3:
+        raise SystemExit(f"the twin is not the same model: {result}")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data and models
+# ---------------------------------------------------------------------------------------------------------
+
+
+def make_config(args: argparse.Namespace, checkpoint_config: dict | None = None) -> cfg.Config:
+    config = cfg.from_dict(checkpoint_config) if checkpoint_config else cfg.Config()
+    if not checkpoint_config:
+        config.model = cfg.ModelConfig(preset="tiny", **QUICK_MODEL) if args.quick else cfg.ModelConfig(args.preset)
+        config.data.vocab_size, config.data.max_tokens = args.vocab_size, args.max_tokens
+        config.train.seed = args.seed
+    config.data.max_tokens = args.max_tokens
+    return cfg.resolve(config)
+
+
+def load_everything(args: argparse.Namespace) -> tuple[cfg.Config, Vocab, Any, list[Batch], list[list[int]]]:
+    """(config, vocab, our model, training batches, tokenized val sources) for the benchmark's settings."""
+    train_pairs = load_split("train", "de", "en")
+    val_pairs = load_split("val", "de", "en")[: args.decode_sentences]
+    if args.quick:
+        train_pairs = train_pairs[:QUICK_PAIRS]
+    if args.checkpoint:
+        from models.translator.checkpoints import load_model
+
+        model, vocab, config, _ = load_model(args.checkpoint)
+        config = make_config(args, config.to_dict())
+    else:
+        config = make_config(args)
+        with _TempDir() as tmp:
+            vocab = Vocab.train([s for s, _ in train_pairs] + [t for _, t in train_pairs], tmp,
+                                vocab_size=args.vocab_size, hard_vocab_limit=not args.quick)
+        ta.manual_seed(args.seed)
+        from models.translator.train import build
+
+        model = build(config, len(vocab), ta.device("cpu"))
+    encode = lambda side: vocab.encode_batch([p[side] for p in train_pairs])  # noqa: E731
+    batcher = TokenBatcher(list(zip(encode(0), encode(1))), args.max_tokens, config.data.max_len, seed=args.seed)
+    batches = list(batcher.epoch(0))
+    sources = vocab.encode_batch([s for s, _ in val_pairs])
+    return config, vocab, model, batches, sources
+
+
+class _TempDir:
+    def __enter__(self) -> str:
+        import tempfile
+
+        self._dir = tempfile.TemporaryDirectory()
+        return self._dir.name
+
+    def __exit__(self, *exc: object) -> None:
+        self._dir.cleanup()
+
+
+def twin_optimizer(config: cfg.Config, twin: Any) -> tuple[Any, Any]:
+    """Adam with the run's betas/eps and the Noam schedule, as ``train.make_optimizer`` makes ours."""
+    t, peak = config.train, cfg.peak_lr(config)
+    optimizer = torch.optim.Adam(twin.parameters(), lr=peak, betas=tuple(t.betas), eps=t.eps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cfg.noam_lr(config, step + 1) / peak)
+    return optimizer, scheduler
+
+
+def twin_train_step(twin: Any, optimizer: Any, scheduler: Any, batch: Batch, label_smoothing: float) -> float:
+    """The twin's ``train_step``: forward, summed loss / target tokens, backward, Adam, schedule."""
+    twin.train()
+    optimizer.zero_grad(set_to_none=True)
+    src, tgt_in, tgt_out = (torch.from_numpy(a) for a in (batch.src, batch.tgt_in, batch.tgt_out))
+    loss_sum = twin.loss(twin(src, tgt_in), tgt_out, label_smoothing)
+    (loss_sum / batch.n_tgt_tokens).backward()
+    total = float(loss_sum.item())
+    optimizer.step()
+    scheduler.step()
+    return total
+
+
+def our_step_fn(config: cfg.Config, model: Any) -> Any:
+    from models.translator.train import make_optimizer, train_step
+
+    optimizer, scheduler = make_optimizer(config, model)
+    device = ta.device("cpu")
+    return lambda batch: train_step(model, optimizer, scheduler, [batch], config, device)[0]
+
+
+def twin_step_fn(config: cfg.Config, twin: Any) -> Any:
+    optimizer, scheduler = twin_optimizer(config, twin)
+    return lambda batch: twin_train_step(twin, optimizer, scheduler, batch, config.train.label_smoothing)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. Training throughput
+# ---------------------------------------------------------------------------------------------------------
+
+
+def bench_training(steps: dict[str, Any], batches: list[Batch], warmup: int, n: int) -> dict[str, dict]:
+    """Alternate the frameworks' steps on the same batches; per framework: per-step seconds and tokens/s."""
+    names = list(steps)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    tokens: list[int] = []
+    for i in range(warmup + n):
+        batch = batches[i % len(batches)]
+        for name in names if i % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            loss = steps[name](batch)
+            seconds = time.perf_counter() - start
+            if not np.isfinite(loss):
+                raise SystemExit(f"{name}: training step {i} gave loss {loss}")
+            if i >= warmup:
+                times[name].append(seconds)
+        if i >= warmup:
+            tokens.append(batch.n_tgt_tokens)
+    out = {}
+    for name in names:
+        rates = [t / s for t, s in zip(tokens, times[name])]
+        out[name] = {"tokens_per_s_median": statistics.median(rates),
+                     "tokens_per_s_overall": sum(tokens) / sum(times[name]),
+                     "step_s_median": statistics.median(times[name]), "steps": n,
+                     "mean_tokens_per_step": sum(tokens) / n}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. Decoding: the twin runs search.py's algorithm (greedy_decode / beam_search) on PyTorch tensors
+# ---------------------------------------------------------------------------------------------------------
+
+
+class TwinDecoder:
+    """search._Decoder for the twin: the prefixes of R rows, next-token log-probabilities, advance."""
+
+    def __init__(self, model: Any, memory: Any, src_keep: Any, use_cache: bool) -> None:
+        self.model, self.memory, self.src_keep = model, memory, src_keep
+        self.cache = TwinCache() if use_cache else None
+        self.tokens = np.full((memory.shape[0], 1), BOS_ID, dtype=np.int64)
+
+    def log_probs(self) -> Any:
+        if self.cache is not None:
+            h = self.model.decode_hidden(torch.from_numpy(self.tokens[:, -1:]), self.memory, self.src_keep, self.cache)
+        else:
+            h = self.model.decode_hidden(torch.from_numpy(self.tokens), self.memory, self.src_keep)[:, -1:]
+        return torch.log_softmax(self.model.project(h)[:, 0], dim=-1)
+
+    def advance(self, tokens: np.ndarray, rows: np.ndarray | None = None, same_sources: bool = True) -> None:
+        if rows is None:
+            self.tokens = np.concatenate([self.tokens, tokens[:, None]], axis=1)
+            return
+        self.tokens = np.concatenate([self.tokens[rows], tokens[:, None]], axis=1)
+        index = torch.from_numpy(rows)
+        if not same_sources:
+            self.memory, self.src_keep = self.memory[index], self.src_keep[index]
+        if self.cache is not None:
+            self.cache.reorder(index, cross=not same_sources)
+
+
+def _max_lengths(src: np.ndarray, a: float, b: int) -> np.ndarray:
+    return np.maximum(1, np.floor(a * (src != PAD_ID).sum(axis=1) + b)).astype(np.int64)
+
+
+def twin_greedy(model: Any, src: np.ndarray, use_cache: bool, max_len_a: float = 1.0,
+                max_len_b: int = 50) -> list[list[int]]:
+    """search.greedy_decode, line for line, on the twin."""
+    B = src.shape[0]
+    max_len = _max_lengths(src, max_len_a, max_len_b)
+    outputs: list[list[int]] = [[] for _ in range(B)]
+    memory, src_keep = model.encode(torch.from_numpy(src))
+    decoder = TwinDecoder(model, memory, src_keep, use_cache)
+    alive, running = np.arange(B), np.ones(B, dtype=bool)
+    for step in range(int(max_len.max())):
+        token = decoder.log_probs().argmax(dim=1).numpy()
+        for row in np.flatnonzero(running & (token != EOS_ID)):
+            outputs[alive[row]].append(int(token[row]))
+        running &= (token != EOS_ID) & (step + 1 < max_len[alive])
+        if not running.any():
+            break
+        if running.mean() <= 1 - COMPACT_AT:
+            rows = np.flatnonzero(running)
+            decoder.advance(token[rows], rows, same_sources=False)
+            alive, running = alive[rows], running[rows]
+        else:
+            decoder.advance(token)
+    return outputs
+
+
+def twin_beam(model: Any, src: np.ndarray, use_cache: bool, k: int = 4, alpha: float = 0.6, max_len_a: float = 1.0,
+              max_len_b: int = 50) -> list[list[int]]:
+    """search.beam_search on the twin (its per-token top-2k with ``torch.topk``)."""
+    B = src.shape[0]
+    max_len = _max_lengths(src, max_len_a, max_len_b)
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]
+    memory, src_keep = model.encode(torch.from_numpy(src))
+    rows = torch.from_numpy(np.repeat(np.arange(B), k))
+    decoder = TwinDecoder(model, memory[rows], src_keep[rows], use_cache)
+    alive, running = np.arange(B), np.ones(B, dtype=bool)
+    score = np.full((B, k), -np.inf)
+    score[:, 0] = 0.0
+    hyp = lambda row: [int(t) for t in decoder.tokens[row, 1:]]  # noqa: E731
+    for step in range(int(max_len.max())):
+        length, n = step + 1, len(alive)
+        logp = decoder.log_probs()
+        V = logp.shape[1]
+        token_logp, tokens = (a.numpy() for a in logp.topk(2 * k, dim=1))
+        total = (score.reshape(-1, 1) + token_logp.astype(np.float64)).reshape(n, -1)
+        flat = ((np.arange(n * k) % k)[:, None] * V + tokens).reshape(n, -1)
+        pick = np.lexsort((flat, -total), axis=1)[:, : 2 * k]
+        best, candidates = np.take_along_axis(flat, pick, axis=1), np.take_along_axis(total, pick, axis=1)
+        next_rows = np.arange(n * k)
+        next_tokens = np.full(n * k, EOS_ID, dtype=np.int64)
+        next_score = np.full(n * k, -np.inf)
+        for i in np.flatnonzero(running):
+            sentence = alive[i]
+            beams: list[tuple[int, int, float]] = []
+            for rank, (f, s) in enumerate(zip(best[i].tolist(), candidates[i].tolist())):
+                row, token = i * k + f // V, f % V
+                if token == EOS_ID:
+                    if rank < k and s > -np.inf:
+                        finished[sentence].append((s / length_penalty(length, alpha), hyp(row)))
+                elif len(beams) < k:
+                    beams.append((row, token, s))
+            if len(finished[sentence]) >= k:
+                running[i] = False
+            elif length >= max_len[sentence]:
+                finished[sentence].extend((s / length_penalty(length, alpha), hyp(row) + [token])
+                                          for row, token, s in beams if s > -np.inf)
+                running[i] = False
+            else:
+                for j, (row, token, s) in enumerate(beams):
+                    next_rows[i * k + j], next_tokens[i * k + j], next_score[i * k + j] = row, token, s
+        if not running.any():
+            break
+        if running.mean() <= 1 - COMPACT_AT:
+            keep = np.flatnonzero(running)
+            rows_kept = (keep[:, None] * k + np.arange(k)).reshape(-1)
+            decoder.advance(next_tokens[rows_kept], next_rows[rows_kept], same_sources=False)
+            alive, running, score = alive[keep], running[keep], next_score[rows_kept].reshape(len(keep), k)
+        else:
+            decoder.advance(next_tokens, next_rows, same_sources=True)
+            score = next_score.reshape(n, k)
+    return [max(hyps, key=lambda h: h[0])[1] if hyps else [] for hyps in finished]
+
+
+def twin_translate_ids(model: Any, sources: list[list[int]], beam: int, batch_size: int, use_cache: bool,
+                       max_len_a: float = 1.0, max_len_b: int = 50) -> list[list[int]]:
+    """search.translate_ids for the twin: sort by length, batch, decode, restore the order."""
+    batches, order = decode_batches(sources, batch_size, pad_id=PAD_ID, eos_id=EOS_ID)
+    model.eval()
+    outputs: list[list[int]] = []
+    with torch.inference_mode():
+        for b in batches:
+            outputs += (twin_greedy(model, b.src, use_cache, max_len_a, max_len_b) if beam == 1 else
+                        twin_beam(model, b.src, use_cache, beam, max_len_a=max_len_a, max_len_b=max_len_b))
+    return restore_order(outputs, order)
+
+
+def decode_with(name: str, model: Any, sources: list[list[int]], beam: int, use_cache: bool,
+                args: argparse.Namespace) -> list[list[int]]:
+    """Translate ``sources`` with ours (``search.translate_ids``) or the twin, as the benchmark's settings say."""
+    if name == "ours":
+        return translate_ids(model, sources, BOS_ID, EOS_ID, beam_size=beam, batch_size=args.decode_batch,
+                             max_len_a=args.max_len_a, max_len_b=args.max_len_b, use_cache=use_cache)
+    return twin_translate_ids(model, sources, beam, args.decode_batch, use_cache, args.max_len_a, args.max_len_b)
+
+
+def bench_decoding(models: dict[str, Any], sources: list[list[int]], args: argparse.Namespace) -> dict[str, dict]:
+    """Sentences/s for greedy and beam, with and without the cache; ours, then the twin, per setting."""
+    results: dict[str, dict] = {}
+    for beam in (1, args.beam):
+        for use_cache in (True, False) if args.nocache else (True,):
+            key = f"{'greedy' if beam == 1 else f'beam{beam}'}_{'cache' if use_cache else 'nocache'}"
+            entry: dict[str, Any] = {}
+            outputs = {}
+            for name, model in models.items():
+                start = time.perf_counter()
+                outputs[name] = decode_with(name, model, sources, beam, use_cache, args)
+                seconds = time.perf_counter() - start
+                entry[name] = {"sentences_per_s": len(sources) / seconds, "seconds": seconds,
+                               "mean_output_tokens": statistics.mean(len(o) for o in outputs[name])}
+            if "torch" in outputs:  # same weights, same algorithm: the outputs should (nearly) all agree
+                entry["same_output"] = statistics.mean(a == b for a, b in zip(outputs["ours"], outputs["torch"]))
+            results[key] = entry
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. Peak RSS, one child process per framework
+# ---------------------------------------------------------------------------------------------------------
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. Linux: VmHWM, the high-water mark of this program's own memory map
+    (``ru_maxrss`` would also count the parent's memory, which a child inherits across fork + exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**10
+    except (OSError, StopIteration):
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return kb / 2**10 / (2**10 if sys.platform == "darwin" else 1)
+
+
+def rss_child(args: argparse.Namespace) -> None:
+    """In a child: data, model, ``rss_steps`` training steps on the largest batches; print the RSS as JSON."""
+    config, _, model, batches, _ = load_everything(args)
+    largest = sorted(batches, key=lambda b: b.src.size + b.tgt_in.size, reverse=True)[: args.rss_steps]
+    before = current_rss_mb()
+    if args.rss_child == "ours":
+        step = our_step_fn(config, model)
+    else:
+        twin = build_twin(model)
+        del model
+        step = twin_step_fn(config, twin)
+    for batch in largest:
+        step(batch)
+    print(json.dumps({"peak_mb": peak_rss_mb(), "before_model_mb": before}))
+
+
+def bench_rss(args: argparse.Namespace, frameworks: list[str]) -> dict[str, dict]:
+    out = {}
+    for name in frameworks:
+        cmd = [sys.executable, str(Path(__file__).resolve()), *_child_args(args), "--rss-child", name]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"peak-RSS child for {name} failed:\n{proc.stderr[-3000:]}")
+        out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def _child_args(args: argparse.Namespace) -> list[str]:
+    argv = ["--preset", args.preset, "--threads", str(args.threads), "--max-tokens", str(args.max_tokens),
+            "--vocab-size", str(args.vocab_size), "--rss-steps", str(args.rss_steps), "--seed", str(args.seed),
+            "--decode-sentences", "1"]
+    if args.quick:
+        argv.append("--quick")
+    if args.checkpoint:
+        argv += ["--checkpoint", args.checkpoint]
+    return argv
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------------
+
+
+def machine(args: argparse.Namespace) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=False).stdout.strip() or None
+    except OSError:
+        commit = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": args.threads, "platform": platform.platform(),
+            "python": platform.python_version(), "numpy": np.__version__, "tinygrad_attn": ta.__version__,
+            "torch": torch.__version__ if torch is not None else None, "commit": commit,
+            "load_average": os.getloadavg()}
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a is not None and b else "-"
+
+
+def _num(x: float | None, digits: int = 0) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def report(res: dict[str, Any]) -> str:
+    m, h = res["machine"], res["model"]
+    lines = [f"Translator benchmark: preset {h['preset']} (d_model {h['d_model']}, {h['n_encoder_layers']}+"
+             f"{h['n_decoder_layers']} layers, {h['n_heads']} heads, d_ff {h['d_ff']}, {h['parameters']:,} "
+             f"parameters), vocabulary {h['vocab_size']}, weights: {h['weights']}",
+             f"machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads for both; load average at the start "
+             f"{m['load_average'][0]:.2f}; numpy {m['numpy']}, torch {m['torch']}, commit {m['commit']}"]
+    if "twin_check" in res:
+        c = res["twin_check"]
+        lines.append(f"twin check (eval mode, one batch): loss per token ours {c['loss_ours']:.6f}, torch "
+                     f"{c['loss_torch']:.6f} (relative difference {c['loss_rel_diff']:.1e}); largest gradient "
+                     f"difference {c['grad_rel_diff']:.1e} of the tensor's largest entry")
+    rows = []
+    tr = res["training"]
+    t_info = next(iter(tr.values()))
+    rows.append((f"training, target tokens/s (median of {t_info['steps']} steps)",
+                 *(tr.get(n, {}).get("tokens_per_s_median") for n in ("ours", "torch")), 0))
+    rows.append(("training, target tokens/s (all tokens / all time)",
+                 *(tr.get(n, {}).get("tokens_per_s_overall") for n in ("ours", "torch")), 0))
+    for key, entry in res["decoding"].items():
+        mode, cache = key.split("_")
+        label = f"{'greedy' if mode == 'greedy' else 'beam ' + mode[4:]}, {'with' if cache == 'cache' else 'no'} " \
+                "KV cache, sentences/s"
+        rows.append((label, *(entry.get(n, {}).get("sentences_per_s") for n in ("ours", "torch")), 1))
+    rss = res.get("rss", {})
+    rows.append(("peak RSS of training, MB (lower is better)",
+                 *(rss.get(n, {}).get("peak_mb") for n in ("ours", "torch")), 0))
+    rows.append(("  growth over data + imports, MB",
+                 *((rss[n]["peak_mb"] - rss[n]["before_model_mb"]) if n in rss else None for n in ("ours", "torch")),
+                 0))
+    width = max(len(r[0]) for r in rows)
+    lines.append("")
+    lines.append(f"| {'measure':<{width}} | {'ours':>9} | {'torch':>9} | ours/torch |")
+    lines.append(f"|{'-' * (width + 2)}|{'-' * 10}:|{'-' * 10}:|-----------:|")
+    for label, ours, theirs, digits in rows:
+        lines.append(f"| {label:<{width}} | {_num(ours, digits):>9} | {_num(theirs, digits):>9} | "
+                     f"{_ratio(ours, theirs):>10} |")
+    lines.append("")
+    t = tr["ours"]
+    lines.append(f"training: {t['mean_tokens_per_step']:.0f} target tokens per step on average; median step "
+                 + ", ".join(f"{n} {v['step_s_median']:.3f} s" for n, v in tr.items()))
+    dec = res["decoding"]
+    lines.append(f"decoding {res['decode_sentences']} val sentences, batches of {res['decode_batch']}: mean output "
+                 "tokens " + ", ".join(f"{k} {v['ours']['mean_output_tokens']:.1f}" for k, v in dec.items())
+                 + "; identical outputs ours vs torch: "
+                 + ", ".join(f"{k} {v['same_output']:.0%}" for k, v in dec.items() if "same_output" in v))
+    if h["weights"] == "random":
+        lines.append("(random weights: sentences run to the length limit; pass --checkpoint for real lengths)")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    if args.rss_child:
+        rss_child(args)
+        return {}
+    res: dict[str, Any] = {"machine": machine(args), "args": vars(args)}
+    print(f"loading data and building models ({'quick' if args.quick else args.preset})...", file=sys.stderr)
+    config, vocab, ours, batches, sources = load_everything(args)
+    preset = "quick" if args.quick else config.model.preset
+    res["model"] = {"preset": preset, **config.model_hparams(), "vocab_size": len(vocab),
+                    "parameters": sum(p.numel() for p in ours.parameters()),
+                    "weights": args.checkpoint if args.checkpoint else "random"}
+    twin = None
+    if torch is not None:
+        twin = build_twin(ours)
+        res["twin_check"] = check_twin(ours, twin, batches[0], config.train.label_smoothing)
+        print("twin check passed: " + json.dumps(res["twin_check"]), file=sys.stderr)
+    # Decoding first, on the weights both hold now (training changes them differently: dropout differs).
+    print("decoding...", file=sys.stderr)
+    res["decode_sentences"], res["decode_batch"] = len(sources), args.decode_batch
+    res["decoding"] = bench_decoding({"ours": ours, **({"torch": twin} if twin is not None else {})}, sources, args)
+    print("training...", file=sys.stderr)
+    steps = {"ours": our_step_fn(config, ours)}
+    if twin is not None:
+        steps["torch"] = twin_step_fn(config, twin)
+    res["training"] = bench_training(steps, batches, args.warmup, args.steps)
+    print("peak RSS (child processes)...", file=sys.stderr)
+    res["rss"] = bench_rss(args, list(steps))
+    res["machine"]["load_average_end"] = os.getloadavg()
+    print(report(res))
+    if args.json:
+        text = json.dumps(res, indent=2, default=str)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n", encoding="utf-8")
+    return res
+
+
+if __name__ == "__main__":
+    main(ARGS)
