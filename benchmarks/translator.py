@@ -73,12 +73,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rss-steps", type=int, default=3, help="training steps in each peak-RSS child (default 3)")
     p.add_argument("--checkpoint", metavar="PATH",
                    help="a run directory or checkpoint: its weights, preset and vocabulary instead of fresh ones")
+    p.add_argument("--data-dir", help="folder with the Multi30k .gz files (default: models.translator.data's lookup)")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--no-torch", action="store_true", help="ours only, even if PyTorch is installed")
     p.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH ('-': stdout)")
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes (a 2-layer d_model-32 model, 2,000 pairs, 300-token batches): a smoke run")
+    p.add_argument("--same-process", action="store_true",
+                   help="run both frameworks in this process instead of one worker process each")
     p.add_argument("--rss-child", choices=["ours", "torch"], help=argparse.SUPPRESS)  # internal: one RSS child
+    p.add_argument("--worker", choices=["ours", "torch"], help=argparse.SUPPRESS)  # internal: one timing worker
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.warmup, args.rss_steps = min(args.steps, 3), min(args.warmup, 1), min(args.rss_steps, 1)
@@ -88,10 +92,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# Thread counts must be in the environment before NumPy (OpenBLAS) and PyTorch (OpenMP) start.
+# Thread counts must be in the environment before NumPy (OpenBLAS) and PyTorch (OpenMP) start. (Imported as a
+# module, e.g. by the tests, this file leaves the environment and PyTorch's settings alone.)
 ARGS = parse_args() if __name__ == "__main__" else parse_args([])
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = str(ARGS.threads)
+if __name__ == "__main__":
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = str(ARGS.threads)
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
@@ -105,12 +111,13 @@ from models.translator.search import COMPACT_AT, length_penalty, translate_ids  
 from models.translator.vocab import BOS_ID, EOS_ID, PAD_ID, Vocab  # noqa: E402
 
 torch: Any = None
-if not ARGS.no_torch and ARGS.rss_child != "ours":  # the "ours" RSS child must not carry PyTorch's memory
+if not ARGS.no_torch and "ours" not in (ARGS.rss_child, ARGS.worker):  # our children run without PyTorch
     try:
         import torch
         import torch.nn.functional as TF
 
-        torch.set_num_threads(ARGS.threads)
+        if __name__ == "__main__":
+            torch.set_num_threads(ARGS.threads)
     except ImportError:
         torch = None
 _Module: Any = torch.nn.Module if torch is not None else object
@@ -179,7 +186,7 @@ class TwinAttention(_Module):
 
 
 class TwinFeedForward(_Module):
-    def __init__(self, d_model: int, d_ff: int, dropout: float) -> None:
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.w_1, self.w_2 = torch.nn.Linear(d_model, d_ff), torch.nn.Linear(d_ff, d_model)
         self.dropout = torch.nn.Dropout(dropout)
@@ -189,10 +196,10 @@ class TwinFeedForward(_Module):
 
 
 class TwinEncoderLayer(_Module):
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float) -> None:
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, ffn_dropout: float) -> None:
         super().__init__()
         self.self_attn = TwinAttention(d_model, n_heads, dropout, self_attention=True)
-        self.ffn = TwinFeedForward(d_model, d_ff, dropout)
+        self.ffn = TwinFeedForward(d_model, d_ff, ffn_dropout)
         self.norm1, self.norm2 = torch.nn.LayerNorm(d_model), torch.nn.LayerNorm(d_model)
         self.dropout = torch.nn.Dropout(dropout)
 
@@ -202,11 +209,11 @@ class TwinEncoderLayer(_Module):
 
 
 class TwinDecoderLayer(_Module):
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float) -> None:
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, ffn_dropout: float) -> None:
         super().__init__()
         self.self_attn = TwinAttention(d_model, n_heads, dropout, self_attention=True)
         self.cross_attn = TwinAttention(d_model, n_heads, dropout, self_attention=False)
-        self.ffn = TwinFeedForward(d_model, d_ff, dropout)
+        self.ffn = TwinFeedForward(d_model, d_ff, ffn_dropout)
         self.norm1, self.norm2, self.norm3 = (torch.nn.LayerNorm(d_model) for _ in range(3))
         self.dropout = torch.nn.Dropout(dropout)
 
@@ -218,10 +225,13 @@ class TwinDecoderLayer(_Module):
 
 
 class TwinTransformer(_Module):
-    """The encoder-decoder with one tied embedding; the same methods as ours (encode, decode_hidden, ...)."""
+    """The encoder-decoder with one tied embedding; the same methods as ours (encode, decode_hidden, ...).
+    ``dropout`` goes where ours puts it: embeddings + positions, attention weights, sublayer outputs;
+    ``ffn_dropout`` after the FFN's ReLU (ours: 0, i.e. none, as in the paper)."""
 
     def __init__(self, vocab_size: int, d_model: int, n_heads: int, n_encoder_layers: int, n_decoder_layers: int,
-                 d_ff: int, dropout: float = 0.1, pad_id: int = 0, max_positions: int = 1024) -> None:
+                 d_ff: int, dropout: float = 0.1, pad_id: int = 0, max_positions: int = 1024,
+                 ffn_dropout: float = 0.0) -> None:
         super().__init__()
         self.d_model, self.pad_id = d_model, pad_id
         self.embedding = torch.nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
@@ -229,9 +239,9 @@ class TwinTransformer(_Module):
         self.register_buffer("pe", table, persistent=False)
         self.dropout = torch.nn.Dropout(dropout)
         self.encoder_layers = torch.nn.ModuleList(
-            TwinEncoderLayer(d_model, n_heads, d_ff, dropout) for _ in range(n_encoder_layers))
+            TwinEncoderLayer(d_model, n_heads, d_ff, dropout, ffn_dropout) for _ in range(n_encoder_layers))
         self.decoder_layers = torch.nn.ModuleList(
-            TwinDecoderLayer(d_model, n_heads, d_ff, dropout) for _ in range(n_decoder_layers))
+            TwinDecoderLayer(d_model, n_heads, d_ff, dropout, ffn_dropout) for _ in range(n_decoder_layers))
 
     def embed(self, tokens: Any, offset: int = 0) -> Any:
         x = self.embedding(tokens) * self.d_model**0.5
@@ -272,13 +282,32 @@ class TwinTransformer(_Module):
 
 
 def build_twin(ours: Any) -> Any:
-    """The twin of ``ours`` (post-LN, tied embedding), holding a copy of its weights."""
+    """The twin of ``ours`` (post-LN, tied embedding), holding a copy of its weights and its dropout rates."""
     if ours.norm_first or not ours.tie_embeddings:
         raise ValueError("the twin implements the post-LN, tied-embedding model only")
+    layers = list(ours.encoder_layers) + list(ours.decoder_layers)
+    ffn_dropout = layers[0].ffn.dropout.p if layers else 0.0
     twin = TwinTransformer(ours.vocab_size, ours.d_model, ours.n_heads, ours.n_encoder_layers, ours.n_decoder_layers,
-                           ours.d_ff, ours.dropout_p, ours.pad_id, ours.max_positions)
+                           ours.d_ff, ours.dropout_p, ours.pad_id, ours.max_positions, ffn_dropout)
+    ours_rates, twin_rates = dropout_rates(ours), dropout_rates(twin)
+    if ours_rates != twin_rates:
+        raise RuntimeError(f"dropout differs: ours {ours_rates}, twin {twin_rates}")
     copy_weights(ours, twin)
     return twin
+
+
+def dropout_rates(model: Any) -> dict[str, float]:
+    """Every dropout of a model (ours or the twin: the module names are the same) -> its rate. Dropout is the
+    one difference an eval-mode check cannot see, so the twin's must match ours place by place."""
+    from models.transformer import MultiHeadAttention
+
+    rates = {}
+    for name, module in model.named_modules():
+        if isinstance(module, (ta.nn.Dropout, *((torch.nn.Dropout,) if torch is not None else ()))):
+            rates[name] = float(module.p)
+        elif isinstance(module, (MultiHeadAttention, TwinAttention)):
+            rates[f"{name} (attention weights)"] = float(module.dropout)
+    return rates
 
 
 def copy_weights(ours: Any, twin: Any) -> None:
@@ -339,8 +368,8 @@ def make_config(args: argparse.Namespace, checkpoint_config: dict | None = None)
 
 def load_everything(args: argparse.Namespace) -> tuple[cfg.Config, Vocab, Any, list[Batch], list[list[int]]]:
     """(config, vocab, our model, training batches, tokenized val sources) for the benchmark's settings."""
-    train_pairs = load_split("train", "de", "en")
-    val_pairs = load_split("val", "de", "en")[: args.decode_sentences]
+    train_pairs = load_split("train", "de", "en", data_dir=args.data_dir)
+    val_pairs = load_split("val", "de", "en", data_dir=args.data_dir)[: args.decode_sentences]
     if args.quick:
         train_pairs = train_pairs[:QUICK_PAIRS]
     if args.checkpoint:
@@ -409,28 +438,104 @@ def twin_step_fn(config: cfg.Config, twin: Any) -> Any:
     return lambda batch: twin_train_step(twin, optimizer, scheduler, batch, config.train.label_smoothing)
 
 
+class Runner:
+    """One framework's model, optimiser, batches and sources; each call times itself (``perf_counter``)."""
+
+    def __init__(self, name: str, config: cfg.Config, model: Any, batches: list[Batch], sources: list[list[int]],
+                 args: argparse.Namespace) -> None:
+        self.name, self.model, self.batches, self.sources, self.args = name, model, batches, sources, args
+        self.step = our_step_fn(config, model) if name == "ours" else twin_step_fn(config, model)
+
+    def train(self, i: int) -> dict[str, Any]:
+        """Training step on batch ``i`` (cycling): seconds, summed loss, target tokens."""
+        batch = self.batches[i % len(self.batches)]
+        start = time.perf_counter()
+        loss = self.step(batch)
+        return {"seconds": time.perf_counter() - start, "loss": loss, "tokens": batch.n_tgt_tokens}
+
+    def decode(self, beam: int, use_cache: bool) -> dict[str, Any]:
+        """Translate every source: seconds and the outputs."""
+        start = time.perf_counter()
+        outputs = decode_with(self.name, self.model, self.sources, beam, use_cache, self.args)
+        return {"seconds": time.perf_counter() - start, "outputs": outputs}
+
+
+class WorkerRunner:
+    """A ``Runner`` in a process of its own (``--worker NAME``), driven by JSON lines over its stdin/stdout.
+
+    Each framework then runs as it would alone: no other library's thread pool in its process (PyTorch's
+    OpenMP threads and NumPy's OpenBLAS threads in one process can wait on each other's spinning threads).
+    While one worker runs a step, the other sleeps on its pipe."""
+
+    def __init__(self, name: str, args: argparse.Namespace) -> None:
+        self.name = name
+        cmd = [sys.executable, str(Path(__file__).resolve()), *_child_args(args), "--worker", name]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.hello = self._read()
+
+    def _read(self) -> dict[str, Any]:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"the {self.name} worker stopped (exit status {self.proc.wait()}); see its errors above")
+        return json.loads(line)
+
+    def _ask(self, **cmd: Any) -> dict[str, Any]:
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def train(self, i: int) -> dict[str, Any]:
+        return self._ask(do="train", i=i)
+
+    def decode(self, beam: int, use_cache: bool) -> dict[str, Any]:
+        return self._ask(do="decode", beam=beam, use_cache=use_cache)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def serve_worker(args: argparse.Namespace) -> None:
+    """The ``--worker`` process: build the runner, say hello (with a checksum of the initial weights), serve."""
+    reply, sys.stdout = sys.stdout, sys.stderr  # stdout carries the protocol only
+    config, _, model, batches, sources = load_everything(args)
+    checksum = float(sum(np.abs(p.numpy()).astype(np.float64).sum() for p in model.parameters()))
+    if args.worker == "torch":
+        model = build_twin(model)
+    runner = Runner(args.worker, config, model, batches, sources, args)
+    reply.write(json.dumps({"weights_abs_sum": checksum, "rss_mb": current_rss_mb()}) + "\n")
+    reply.flush()
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        out = runner.train(cmd["i"]) if cmd["do"] == "train" else runner.decode(cmd["beam"], cmd["use_cache"])
+        reply.write(json.dumps(out) + "\n")
+        reply.flush()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # 1. Training throughput
 # ---------------------------------------------------------------------------------------------------------
 
 
-def bench_training(steps: dict[str, Any], batches: list[Batch], warmup: int, n: int) -> dict[str, dict]:
-    """Alternate the frameworks' steps on the same batches; per framework: per-step seconds and tokens/s."""
-    names = list(steps)
+def bench_training(runners: dict[str, Any], warmup: int, n: int) -> dict[str, dict]:
+    """The frameworks' steps alternate on the same batches (who goes first alternates too); per framework:
+    median step time, median of per-step tokens/s, and all tokens / all time over the timed steps."""
+    names = list(runners)
     times: dict[str, list[float]] = {name: [] for name in names}
     tokens: list[int] = []
     for i in range(warmup + n):
-        batch = batches[i % len(batches)]
+        step_tokens = set()
         for name in names if i % 2 == 0 else names[::-1]:
-            start = time.perf_counter()
-            loss = steps[name](batch)
-            seconds = time.perf_counter() - start
-            if not np.isfinite(loss):
-                raise SystemExit(f"{name}: training step {i} gave loss {loss}")
+            r = runners[name].train(i)
+            if not np.isfinite(r["loss"]):
+                raise SystemExit(f"{name}: training step {i} gave loss {r['loss']}")
+            step_tokens.add(r["tokens"])
             if i >= warmup:
-                times[name].append(seconds)
+                times[name].append(r["seconds"])
+        if len(step_tokens) != 1:
+            raise SystemExit(f"training step {i}: the frameworks got different batches ({step_tokens} tokens)")
         if i >= warmup:
-            tokens.append(batch.n_tgt_tokens)
+            tokens.append(step_tokens.pop())
     out = {}
     for name in names:
         rates = [t / s for t, s in zip(tokens, times[name])]
@@ -581,7 +686,7 @@ def decode_with(name: str, model: Any, sources: list[list[int]], beam: int, use_
     return twin_translate_ids(model, sources, beam, args.decode_batch, use_cache, args.max_len_a, args.max_len_b)
 
 
-def bench_decoding(models: dict[str, Any], sources: list[list[int]], args: argparse.Namespace) -> dict[str, dict]:
+def bench_decoding(runners: dict[str, Any], n_sources: int, args: argparse.Namespace) -> dict[str, dict]:
     """Sentences/s for greedy and beam, with and without the cache; ours, then the twin, per setting."""
     results: dict[str, dict] = {}
     for beam in (1, args.beam):
@@ -589,11 +694,10 @@ def bench_decoding(models: dict[str, Any], sources: list[list[int]], args: argpa
             key = f"{'greedy' if beam == 1 else f'beam{beam}'}_{'cache' if use_cache else 'nocache'}"
             entry: dict[str, Any] = {}
             outputs = {}
-            for name, model in models.items():
-                start = time.perf_counter()
-                outputs[name] = decode_with(name, model, sources, beam, use_cache, args)
-                seconds = time.perf_counter() - start
-                entry[name] = {"sentences_per_s": len(sources) / seconds, "seconds": seconds,
+            for name, runner in runners.items():
+                r = runner.decode(beam, use_cache)
+                outputs[name] = r["outputs"]
+                entry[name] = {"sentences_per_s": n_sources / r["seconds"], "seconds": r["seconds"],
                                "mean_output_tokens": statistics.mean(len(o) for o in outputs[name])}
             if "torch" in outputs:  # same weights, same algorithm: the outputs should (nearly) all agree
                 entry["same_output"] = statistics.mean(a == b for a, b in zip(outputs["ours"], outputs["torch"]))
@@ -652,11 +756,14 @@ def bench_rss(args: argparse.Namespace, frameworks: list[str]) -> dict[str, dict
 def _child_args(args: argparse.Namespace) -> list[str]:
     argv = ["--preset", args.preset, "--threads", str(args.threads), "--max-tokens", str(args.max_tokens),
             "--vocab-size", str(args.vocab_size), "--rss-steps", str(args.rss_steps), "--seed", str(args.seed),
-            "--decode-sentences", "1"]
+            "--decode-sentences", str(args.decode_sentences), "--decode-batch", str(args.decode_batch),
+            "--beam", str(args.beam), "--max-len-a", str(args.max_len_a), "--max-len-b", str(args.max_len_b)]
     if args.quick:
         argv.append("--quick")
     if args.checkpoint:
         argv += ["--checkpoint", args.checkpoint]
+    if args.data_dir:
+        argv += ["--data-dir", args.data_dir]
     return argv
 
 
@@ -702,7 +809,10 @@ def report(res: dict[str, Any]) -> str:
         c = res["twin_check"]
         lines.append(f"twin check (eval mode, one batch): loss per token ours {c['loss_ours']:.6f}, torch "
                      f"{c['loss_torch']:.6f} (relative difference {c['loss_rel_diff']:.1e}); largest gradient "
-                     f"difference {c['grad_rel_diff']:.1e} of the tensor's largest entry")
+                     f"difference {c['grad_rel_diff']:.1e} of the tensor's largest entry; dropout rates equal at "
+                     f"all {c['dropout_places']} places")
+    lines.append("each framework timed in " + ("this one process" if res["args"]["same_process"] else
+                                               "a worker process of its own") + ", alternating")
     rows = []
     tr = res["training"]
     t_info = next(iter(tr.values()))
@@ -746,6 +856,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.rss_child:
         rss_child(args)
         return {}
+    if args.worker:
+        serve_worker(args)
+        return {}
     res: dict[str, Any] = {"machine": machine(args), "args": vars(args)}
     print(f"loading data and building models ({'quick' if args.quick else args.preset})...", file=sys.stderr)
     config, vocab, ours, batches, sources = load_everything(args)
@@ -753,22 +866,36 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     res["model"] = {"preset": preset, **config.model_hparams(), "vocab_size": len(vocab),
                     "parameters": sum(p.numel() for p in ours.parameters()),
                     "weights": args.checkpoint if args.checkpoint else "random"}
+    names = ["ours"]
     twin = None
     if torch is not None:
         twin = build_twin(ours)
         res["twin_check"] = check_twin(ours, twin, batches[0], config.train.label_smoothing)
+        res["twin_check"]["dropout_places"] = len(dropout_rates(ours))
+        names.append("torch")
         print("twin check passed: " + json.dumps(res["twin_check"]), file=sys.stderr)
-    # Decoding first, on the weights both hold now (training changes them differently: dropout differs).
-    print("decoding...", file=sys.stderr)
-    res["decode_sentences"], res["decode_batch"] = len(sources), args.decode_batch
-    res["decoding"] = bench_decoding({"ours": ours, **({"torch": twin} if twin is not None else {})}, sources, args)
-    print("training...", file=sys.stderr)
-    steps = {"ours": our_step_fn(config, ours)}
-    if twin is not None:
-        steps["torch"] = twin_step_fn(config, twin)
-    res["training"] = bench_training(steps, batches, args.warmup, args.steps)
+    if args.same_process:
+        models = {"ours": ours, "torch": twin}
+        runners: dict[str, Any] = {n: Runner(n, config, models[n], batches, sources, args) for n in names}
+    else:
+        del ours, twin
+        runners = {n: WorkerRunner(n, args) for n in names}
+        sums = {n: r.hello["weights_abs_sum"] for n, r in runners.items()}
+        if len(set(sums.values())) != 1:
+            raise SystemExit(f"the workers did not start from the same weights: {sums}")
+    try:
+        # Decoding first, from the weights both hold now (training changes them differently: dropout differs).
+        print("decoding...", file=sys.stderr)
+        res["decode_sentences"], res["decode_batch"] = len(sources), args.decode_batch
+        res["decoding"] = bench_decoding(runners, len(sources), args)
+        print("training...", file=sys.stderr)
+        res["training"] = bench_training(runners, args.warmup, args.steps)
+    finally:
+        for r in runners.values():
+            if isinstance(r, WorkerRunner):
+                r.close()
     print("peak RSS (child processes)...", file=sys.stderr)
-    res["rss"] = bench_rss(args, list(steps))
+    res["rss"] = bench_rss(args, names)
     res["machine"]["load_average_end"] = os.getloadavg()
     print(report(res))
     if args.json:
