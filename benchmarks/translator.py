@@ -8,12 +8,18 @@
 **The twin** (``Twin*`` classes below) is the model of ``models/transformer.py`` written with plain
 ``torch.nn``: post-LN encoder-decoder, the preset's d_model / heads / layers / d_ff, one embedding shared by
 source, target and the pre-softmax projection and scaled by sqrt(d_model), sinusoidal positions, dropout 0.1
-(on embeddings + positions, attention weights, the FFN's ReLU and every sublayer output), fused Q/K/V
+wherever ours has it (embeddings + positions, attention weights, every sublayer output; after the FFN's ReLU
+only if ours has it there: the rates are read from our model and compared place by place), fused Q/K/V
 projections, ``torch.nn.functional.scaled_dot_product_attention``, label-smoothed (0.1) cross-entropy summed
 over non-pad tokens, Adam(0.9, 0.98, 1e-9) with the same Noam schedule (``LambdaLR``). Its parameters have
 our parameter names, so our initial weights are copied into it by name; before anything is timed, both
 models compute the loss and gradients of one real batch in eval mode (dropout off) and must agree to float32
 tolerance: the two columns then time the same model.
+
+Each framework runs in a worker process of its own (``--same-process`` puts both in this one), as it would
+run alone: PyTorch's OpenMP threads and NumPy's OpenBLAS threads never share a process. The workers rebuild
+the same initial weights from the seed (checked by a checksum) and are driven in turn over pipes: while one
+works, the other sleeps. Times are taken inside the workers with ``time.perf_counter``.
 
 What is measured, in one run, with both frameworks given the same number of threads (``--threads``,
 default: every core; it sets OMP/OpenBLAS/MKL thread counts before NumPy loads and ``torch.set_num_threads``):
@@ -33,8 +39,9 @@ default: every core; it sets OMP/OpenBLAS/MKL thread counts before NumPy loads a
    With random weights (no ``--checkpoint``) hardly any sentence emits ``</s>``, so every one runs to the
    length limit (source length + 50): slow, but the same work for both; ``--checkpoint`` gives real lengths.
 3. **Peak RSS** of training: each framework in a child process of its own (data, vocabulary, model, then
-   ``--rss-steps`` training steps on the largest batches), ``resource.getrusage`` peak; also the growth
-   over the RSS the child had before building the model (the data and the imported libraries).
+   ``--rss-steps`` training steps on the largest batches), its peak resident set (``VmHWM``, reset just
+   before the steps, so the peak is that of training, not of loading) and how much of it the steps added to
+   what the child held before them (imported libraries, data, model, optimiser).
 """
 
 from __future__ import annotations
@@ -726,20 +733,35 @@ def peak_rss_mb() -> float:
         return kb / 2**10 / (2**10 if sys.platform == "darwin" else 1)
 
 
+def reset_peak_rss() -> bool:
+    """Start the peak-RSS count afresh from the current RSS (Linux >= 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def rss_child(args: argparse.Namespace) -> None:
-    """In a child: data, model, ``rss_steps`` training steps on the largest batches; print the RSS as JSON."""
+    """In a child: data, model, optimiser, then (peak count reset) ``rss_steps`` training steps on the largest
+    batches; print the peak RSS and the RSS before the steps as JSON."""
+    import gc
+
     config, _, model, batches, _ = load_everything(args)
     largest = sorted(batches, key=lambda b: b.src.size + b.tgt_in.size, reverse=True)[: args.rss_steps]
-    before = current_rss_mb()
     if args.rss_child == "ours":
         step = our_step_fn(config, model)
     else:
         twin = build_twin(model)
-        del model
+        del model  # our copy of the weights: the twin's process keeps only its own
         step = twin_step_fn(config, twin)
+    gc.collect()
+    reset = reset_peak_rss()
+    before = current_rss_mb()
     for batch in largest:
         step(batch)
-    print(json.dumps({"peak_mb": peak_rss_mb(), "before_model_mb": before}))
+    print(json.dumps({"peak_mb": peak_rss_mb(), "before_steps_mb": before, "peak_counted_from_steps": reset}))
 
 
 def bench_rss(args: argparse.Namespace, frameworks: list[str]) -> dict[str, dict]:
@@ -826,10 +848,10 @@ def report(res: dict[str, Any]) -> str:
                 "KV cache, sentences/s"
         rows.append((label, *(entry.get(n, {}).get("sentences_per_s") for n in ("ours", "torch")), 1))
     rss = res.get("rss", {})
-    rows.append(("peak RSS of training, MB (lower is better)",
+    rows.append(("peak RSS in training steps, MB (lower is better)",
                  *(rss.get(n, {}).get("peak_mb") for n in ("ours", "torch")), 0))
-    rows.append(("  growth over data + imports, MB",
-                 *((rss[n]["peak_mb"] - rss[n]["before_model_mb"]) if n in rss else None for n in ("ours", "torch")),
+    rows.append(("  of which the steps' own (peak - RSS before them)",
+                 *((rss[n]["peak_mb"] - rss[n]["before_steps_mb"]) if n in rss else None for n in ("ours", "torch")),
                  0))
     width = max(len(r[0]) for r in rows)
     lines.append("")

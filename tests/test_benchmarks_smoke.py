@@ -40,7 +40,7 @@ def test_quick_run_reports_every_figure(tmp_path: Path) -> None:
         t = res["training"][name]
         assert t["steps"] == 3 and t["tokens_per_s_median"] > 0 and t["tokens_per_s_overall"] > 0
         rss = res["rss"][name]
-        assert rss["peak_mb"] >= rss["before_model_mb"] > 0
+        assert rss["peak_mb"] >= rss["before_steps_mb"] > 0
     assert set(res["decoding"]) == {"greedy_cache", "greedy_nocache", "beam4_cache", "beam4_nocache"}
     for entry in res["decoding"].values():
         for name in names:
