@@ -884,7 +884,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {"machine": machine(args), "args": vars(args)}
     print(f"loading data and building models ({'quick' if args.quick else args.preset})...", file=sys.stderr)
     config, vocab, ours, batches, sources = load_everything(args)
-    preset = "quick" if args.quick else config.model.preset
+    preset = "quick" if args.quick and not args.checkpoint else config.model.preset
     res["model"] = {"preset": preset, **config.model_hparams(), "vocab_size": len(vocab),
                     "parameters": sum(p.numel() for p in ours.parameters()),
                     "weights": args.checkpoint if args.checkpoint else "random"}
