@@ -369,7 +369,7 @@ class PositionalEncoding(nn.Module):
         if offset + length > self.table.shape[0]:
             device = self.table.device
             bigger = self.sinusoids(max(offset + length, 2 * self.table.shape[0]), self.d_model)
-            self.table = ta.tensor(bigger, device=device)
+            self.table = ta.tensor(bigger, device=device, dtype=self.table.dtype)
         return self.table[offset : offset + length]
 
 

@@ -341,3 +341,79 @@ def test_learns_to_reverse_sequences_exactly():
     expected = [t for _, t in test]
     assert greedy_decode(model, src, BOS, EOS) == expected
     assert beam_search(model, src, BOS, EOS, beam_size=3) == expected
+
+
+def _torch_transformer(torch, P: dict, src, tgt_in, n_heads: int, n_layers: int, d_model: int):
+    """The same model written directly in PyTorch ops, reading the weights from ``P`` (name -> tensor)."""
+    F = torch.nn.functional
+
+    def linear(x, name):
+        return x @ P[name + ".weight"].T + P[name + ".bias"]
+
+    def norm(x, name):
+        return F.layer_norm(x, (d_model,), P[name + ".weight"], P[name + ".bias"])
+
+    def heads(x, n):
+        B, T, _ = x.shape
+        return x.reshape(B, T, n, n_heads, d_model // n_heads).permute(2, 0, 3, 1, 4)
+
+    def attend(q, k, v, mask):
+        B, _, T, _ = q.shape
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(B, T, d_model)
+
+    pe = torch.from_numpy(PositionalEncoding.sinusoids(64, d_model))
+    embed = lambda ids: P["embedding.weight"][ids] * math.sqrt(d_model) + pe[: ids.shape[1]]  # noqa: E731
+    src_mask = (src != PAD)[:, None, None, :]
+    x = embed(src)
+    for i in range(n_layers):
+        p = f"encoder_layers.{i}."
+        q, k, v = heads(linear(x, p + "self_attn.qkv_proj"), 3)
+        x = norm(x + linear(attend(q, k, v, src_mask), p + "self_attn.out_proj"), p + "norm1")
+        x = norm(x + linear(torch.relu(linear(x, p + "ffn.w_1")), p + "ffn.w_2"), p + "norm2")
+    T = tgt_in.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    y = embed(tgt_in)
+    for i in range(n_layers):
+        p = f"decoder_layers.{i}."
+        q, k, v = heads(linear(y, p + "self_attn.qkv_proj"), 3)
+        y = norm(y + linear(attend(q, k, v, causal), p + "self_attn.out_proj"), p + "norm1")
+        (q,) = heads(linear(y, p + "cross_attn.q_proj"), 1)
+        k, v = heads(linear(x, p + "cross_attn.kv_proj"), 2)
+        y = norm(y + linear(attend(q, k, v, src_mask), p + "cross_attn.out_proj"), p + "norm2")
+        y = norm(y + linear(torch.relu(linear(y, p + "ffn.w_1")), p + "ffn.w_2"), p + "norm3")
+    return y @ P["embedding.weight"].T
+
+
+def test_training_matches_a_pytorch_twin_step_by_step():
+    """The whole stack (model, fused ops, autograd, Adam) against PyTorch: same initial weights, same
+    batches, dropout off; the loss after every Adam step agrees to float32 precision."""
+    torch = pytest.importorskip("torch")
+    ta.manual_seed(2)
+    model = Transformer(V, d_model=32, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=64, dropout=0.0)
+    P = {name: torch.tensor(t.numpy(), requires_grad=True) for name, t in model.state_dict().items()}
+    ours = ta.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.98), eps=1e-9)
+    theirs = torch.optim.Adam(P.values(), lr=3e-3, betas=(0.9, 0.98), eps=1e-9)
+    rng = np.random.default_rng(3)
+    for _ in range(12):
+        src, tgt = random_batch(rng, 5, 9, 8)
+        tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:].copy()
+        tgt_out[rng.random(tgt_out.shape) < 0.15] = PAD  # some ignored positions
+        loss, n = model.loss(model(src, tgt_in), tgt_out, label_smoothing=0.1)
+        ours.zero_grad()
+        (loss / n).backward()
+        ours.step()
+        logits = _torch_transformer(torch, P, torch.from_numpy(src), torch.from_numpy(tgt_in), 4, 2, 32)
+        reference = torch.nn.functional.cross_entropy(logits.reshape(-1, V), torch.from_numpy(tgt_out).reshape(-1),
+                                                      ignore_index=PAD, reduction="sum", label_smoothing=0.1)
+        theirs.zero_grad()
+        (reference / n).backward()
+        theirs.step()
+        np.testing.assert_allclose(loss.item(), reference.item(), rtol=2e-5)
+    for name, p in model.named_parameters():
+        ours_p, theirs_p = p.numpy(), P[name].detach().numpy()
+        if name.endswith(("qkv_proj.bias", "kv_proj.bias")):
+            # The key bias adds q.b to every score of a query: softmax ignores it, its true gradient is 0,
+            # and Adam turns each framework's rounding noise into steps of size lr. Compare the rest.
+            keys = slice(32, 64) if "qkv" in name else slice(0, 32)
+            ours_p, theirs_p = np.delete(ours_p, keys), np.delete(theirs_p, keys)
+        np.testing.assert_allclose(ours_p, theirs_p, rtol=1e-3, atol=1e-4, err_msg=name)
