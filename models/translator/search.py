@@ -12,7 +12,7 @@ ways to turn that into a sentence:
   ``beam_size`` candidates of a step are all that can finish) or at the length limit, where the live
   hypotheses are finished as they stand; the best finished one is the translation.
 
-Both decode a batch of sentences at once (rows of finished sentences are dropped as they finish) and
+Both decode a batch of sentences at once (finished sentences leave the batch in groups, ``COMPACT_AT``) and
 stop at ``max_len_a * source length + max_len_b`` tokens (source length counting its ``</s>``; the
 defaults give "source length + 50"). With ``use_cache=True`` (the default) every step feeds only the
 newest token and the model's ``DecoderCache`` holds the keys and values of earlier positions; with
