@@ -210,6 +210,11 @@ class MultiHeadAttention(nn.Module):
         split = x.reshape(B, T, n, self.n_heads, self.d_k).permute(2, 0, 3, 1, 4)  # (n, B, H, T, d_k)
         return tuple(split[i] for i in range(n))
 
+    def project_memory(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-attention's keys and values of the encoder output (B, S, D): two (B, H, S, d_k) views."""
+        k, v = self._heads(self.kv_proj(memory), 2)
+        return k, v
+
     def forward(self, x: Tensor, memory: Tensor | None = None, mask: Tensor | None = None,
                 cache: DecoderCache | None = None, layer: int = 0,
                 need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
@@ -233,7 +238,7 @@ class MultiHeadAttention(nn.Module):
             else:
                 if memory is None:
                     raise ValueError("MultiHeadAttention: cross-attention needs the encoder memory")
-                k, v = self._heads(self.kv_proj(memory), 2)  # each (B, H, S, d_k)
+                k, v = self.project_memory(memory)
                 if cache is not None:
                     cache.cross_attention[layer] = (k.data, v.data)
         weights = None
@@ -491,6 +496,16 @@ class Transformer(nn.Module):
         if return_attention:
             return self.project(out[0]), out[1]
         return self.project(out)
+
+    def init_cache(self, memory: Tensor) -> DecoderCache:
+        """An empty ``DecoderCache`` with every cross-attention's keys and values of ``memory`` projected
+        already (§3.2.3: they are the same at every step). Copying them (``cache.reorder``) is cheaper than
+        projecting copies of the memory: beam search projects each sentence once, then repeats the result."""
+        cache = DecoderCache()
+        for i, layer in enumerate(self.decoder_layers):
+            k, v = layer.cross_attn.project_memory(memory)
+            cache.cross_attention[i] = (k.data, v.data)
+        return cache
 
     def forward(self, src: Tensor | np.ndarray, tgt_in: Tensor | np.ndarray) -> Tensor:
         """Teacher forcing: logits (B, T, V) for every target position, given the source and the target

@@ -29,7 +29,7 @@ import numpy as np
 
 import tinygrad_attn as ta
 import tinygrad_attn.functional as F
-from models.transformer import DecoderCache, Transformer
+from models.transformer import Transformer
 from models.translator.batching import decode_batches, restore_order
 
 __all__ = ["greedy_decode", "beam_search", "translate_sentences", "translate_ids", "attention_maps"]
@@ -38,9 +38,18 @@ __all__ = ["greedy_decode", "beam_search", "translate_sentences", "translate_ids
 class _Decoder:
     """The decoder state of R rows (hypotheses): next-token log-probabilities, then advance by one token."""
 
-    def __init__(self, model: Transformer, memory: ta.Tensor, src_keep: ta.Tensor, bos_id: int, use_cache: bool):
-        self.model, self.memory, self.src_keep = model, memory, src_keep
-        self.cache = DecoderCache() if use_cache else None
+    def __init__(self, model: Transformer, memory: ta.Tensor, src_keep: ta.Tensor, bos_id: int, use_cache: bool,
+                 copies: int = 1):
+        """``copies`` rows per sentence of ``memory`` (B, S, D): beams, each group of ``copies`` rows together."""
+        self.model = model
+        self.cache = model.init_cache(memory) if use_cache else None  # encoder keys/values: once per sentence
+        if copies > 1:
+            rows = np.repeat(np.arange(memory.shape[0]), copies)
+            index = ta.tensor(rows, device=memory.device)
+            memory, src_keep = memory[index], src_keep[index]
+            if self.cache is not None:
+                self.cache.reorder(rows)
+        self.memory, self.src_keep = memory, src_keep
         self.tokens = np.full((memory.shape[0], 1), bos_id, dtype=np.int64)  # every row's prefix, <s> first
 
     def log_probs(self) -> np.ndarray:
@@ -150,8 +159,7 @@ def beam_search(model: Transformer, src: np.ndarray, bos_id: int, eos_id: int, b
         return []
     with _EvalMode(model):
         memory, src_keep = model.encode(src)
-        rows = ta.tensor(np.repeat(np.arange(B), k), device=memory.device)  # k rows (beams) per sentence
-        decoder = _Decoder(model, memory[rows], src_keep[rows], bos_id, use_cache)
+        decoder = _Decoder(model, memory, src_keep, bos_id, use_cache, copies=k)  # k rows (beams) per sentence
         alive = np.arange(B)  # the sentence of each group of k rows
         running = np.ones(B, dtype=bool)  # sentences still searching (done ones stay until compaction)
         # Summed log-probabilities of the live beams. At the start all k beams are the same "<s>": let only

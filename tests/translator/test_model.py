@@ -209,6 +209,11 @@ def test_incremental_decoding_with_the_cache_equals_full_recomputation(norm_firs
         steps = [model.decode(tgt[:, t : t + 1], memory, src_keep, cache).numpy() for t in range(12)]
         assert cache.length == 12
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, rtol=1e-5, atol=1e-5)
+    with ta.no_grad():  # the encoder's keys/values projected up front, then repeated (as beam search does)
+        cache = model.init_cache(memory)
+        cache.reorder(np.array([1, 1, 2]))
+        twice = model.decode(tgt[[1, 1, 2], :4], memory[ta.tensor([1, 1, 2])], src_keep[ta.tensor([1, 1, 2])], cache)
+    np.testing.assert_allclose(twice.numpy(), full[[1, 1, 2], :4], rtol=1e-5, atol=1e-5)
     # Several positions per call, and rows reordered in between (as beam search does).
     order = np.array([2, 0, 0])
     with ta.no_grad():
