@@ -543,6 +543,9 @@ def bench_training(runners: dict[str, Any], warmup: int, n: int) -> dict[str, di
             raise SystemExit(f"training step {i}: the frameworks got different batches ({step_tokens} tokens)")
         if i >= warmup:
             tokens.append(step_tokens.pop())
+        if (i + 1) % 5 == 0:
+            print(f"  step {i + 1}/{warmup + n}: " + ", ".join(f"{name} {statistics.median(times[name]):.2f} s"
+                                                         for name in names if times[name]), file=sys.stderr)
     out = {}
     for name in names:
         rates = [t / s for t, s in zip(tokens, times[name])]
@@ -709,6 +712,7 @@ def bench_decoding(runners: dict[str, Any], n_sources: int, args: argparse.Names
             if "torch" in outputs:  # same weights, same algorithm: the outputs should (nearly) all agree
                 entry["same_output"] = statistics.mean(a == b for a, b in zip(outputs["ours"], outputs["torch"]))
             results[key] = entry
+            print(f"  {key}: " + ", ".join(f"{n} {entry[n]['seconds']:.2f} s" for n in runners), file=sys.stderr)
     return results
 
 
