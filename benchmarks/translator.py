@@ -36,6 +36,7 @@ default: every core; it sets OMP/OpenBLAS/MKL thread counts before NumPy loads a
    stopping rule, GNMT length penalty, 2k-candidate selection, batch compaction; the per-step bookkeeping is
    the same NumPy code) on the twin; its cache appends each step's keys/values with ``torch.cat`` and
    computes the encoder's keys/values once; without the cache it re-runs the decoder over the whole prefix.
+   The frameworks take turns batch by batch (who goes first alternates), and the outputs are compared.
    With random weights (no ``--checkpoint``) hardly any sentence emits ``</s>``, so every one runs to the
    length limit (source length + 50): slow, but the same work for both; ``--checkpoint`` gives real lengths.
 3. **Peak RSS** of training: each framework in a child process of its own (data, vocabulary, model, then
@@ -450,8 +451,10 @@ class Runner:
 
     def __init__(self, name: str, config: cfg.Config, model: Any, batches: list[Batch], sources: list[list[int]],
                  args: argparse.Namespace) -> None:
-        self.name, self.model, self.batches, self.sources, self.args = name, model, batches, sources, args
+        self.name, self.model, self.batches, self.args = name, model, batches, args
         self.step = our_step_fn(config, model) if name == "ours" else twin_step_fn(config, model)
+        # The sources in the decoding batches that translating them all would make (sorted by length).
+        self.chunks = [[sources[i] for i in b.indices] for b in decode_batches(sources, args.decode_batch)[0]]
 
     def train(self, i: int) -> dict[str, Any]:
         """Training step on batch ``i`` (cycling): seconds, summed loss, target tokens."""
@@ -460,10 +463,10 @@ class Runner:
         loss = self.step(batch)
         return {"seconds": time.perf_counter() - start, "loss": loss, "tokens": batch.n_tgt_tokens}
 
-    def decode(self, beam: int, use_cache: bool) -> dict[str, Any]:
-        """Translate every source: seconds and the outputs."""
+    def decode(self, beam: int, use_cache: bool, chunk: int) -> dict[str, Any]:
+        """Translate one decoding batch of the sources: seconds and the outputs."""
         start = time.perf_counter()
-        outputs = decode_with(self.name, self.model, self.sources, beam, use_cache, self.args)
+        outputs = decode_with(self.name, self.model, self.chunks[chunk], beam, use_cache, self.args)
         return {"seconds": time.perf_counter() - start, "outputs": outputs}
 
 
@@ -494,8 +497,8 @@ class WorkerRunner:
     def train(self, i: int) -> dict[str, Any]:
         return self._ask(do="train", i=i)
 
-    def decode(self, beam: int, use_cache: bool) -> dict[str, Any]:
-        return self._ask(do="decode", beam=beam, use_cache=use_cache)
+    def decode(self, beam: int, use_cache: bool, chunk: int) -> dict[str, Any]:
+        return self._ask(do="decode", beam=beam, use_cache=use_cache, chunk=chunk)
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -514,7 +517,10 @@ def serve_worker(args: argparse.Namespace) -> None:
     reply.flush()
     for line in sys.stdin:
         cmd = json.loads(line)
-        out = runner.train(cmd["i"]) if cmd["do"] == "train" else runner.decode(cmd["beam"], cmd["use_cache"])
+        if cmd["do"] == "train":
+            out = runner.train(cmd["i"])
+        else:
+            out = runner.decode(cmd["beam"], cmd["use_cache"], cmd["chunk"])
         reply.write(json.dumps(out) + "\n")
         reply.flush()
 
@@ -696,23 +702,29 @@ def decode_with(name: str, model: Any, sources: list[list[int]], beam: int, use_
     return twin_translate_ids(model, sources, beam, args.decode_batch, use_cache, args.max_len_a, args.max_len_b)
 
 
-def bench_decoding(runners: dict[str, Any], n_sources: int, args: argparse.Namespace) -> dict[str, dict]:
-    """Sentences/s for greedy and beam, with and without the cache; ours, then the twin, per setting."""
+def bench_decoding(runners: dict[str, Any], sources: list[list[int]], args: argparse.Namespace) -> dict[str, dict]:
+    """Sentences/s for greedy and beam, with and without the cache. The frameworks take turns batch by batch
+    (who goes first alternates), so a change in machine load hits both alike."""
+    n_chunks = len(decode_batches(sources, args.decode_batch)[0])
+    names = list(runners)
     results: dict[str, dict] = {}
     for beam in (1, args.beam):
         for use_cache in (True, False) if args.nocache else (True,):
             key = f"{'greedy' if beam == 1 else f'beam{beam}'}_{'cache' if use_cache else 'nocache'}"
-            entry: dict[str, Any] = {}
-            outputs = {}
-            for name, runner in runners.items():
-                r = runner.decode(beam, use_cache)
-                outputs[name] = r["outputs"]
-                entry[name] = {"sentences_per_s": n_sources / r["seconds"], "seconds": r["seconds"],
-                               "mean_output_tokens": statistics.mean(len(o) for o in outputs[name])}
+            seconds = {name: 0.0 for name in names}
+            outputs: dict[str, list] = {name: [] for name in names}
+            for j in range(n_chunks):
+                for name in names if j % 2 == 0 else names[::-1]:
+                    r = runners[name].decode(beam, use_cache, j)
+                    seconds[name] += r["seconds"]
+                    outputs[name] += r["outputs"]
+            entry: dict[str, Any] = {
+                name: {"sentences_per_s": len(sources) / seconds[name], "seconds": seconds[name],
+                       "mean_output_tokens": statistics.mean(len(o) for o in outputs[name])} for name in names}
             if "torch" in outputs:  # same weights, same algorithm: the outputs should (nearly) all agree
                 entry["same_output"] = statistics.mean(a == b for a, b in zip(outputs["ours"], outputs["torch"]))
             results[key] = entry
-            print(f"  {key}: " + ", ".join(f"{n} {entry[n]['seconds']:.2f} s" for n in runners), file=sys.stderr)
+            print(f"  {key}: " + ", ".join(f"{n} {seconds[n]:.2f} s" for n in names), file=sys.stderr)
     return results
 
 
@@ -913,7 +925,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         # Decoding first, from the weights both hold now (training changes them differently: dropout differs).
         print("decoding...", file=sys.stderr)
         res["decode_sentences"], res["decode_batch"] = len(sources), args.decode_batch
-        res["decoding"] = bench_decoding(runners, len(sources), args)
+        res["decoding"] = bench_decoding(runners, sources, args)
         print("training...", file=sys.stderr)
         res["training"] = bench_training(runners, args.warmup, args.steps)
     finally:
