@@ -911,7 +911,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         serve_worker(args)
         return {}
     res: dict[str, Any] = {"machine": machine(args), "args": vars(args)}
-    print(f"loading data and building models ({'quick' if args.quick else args.preset})...", file=sys.stderr)
+    what = args.checkpoint or ("quick" if args.quick else f"preset {args.preset}")
+    print(f"loading data and building models ({what})...", file=sys.stderr)
     config, vocab, ours, batches, sources = load_everything(args)
     preset = "quick" if args.quick and not args.checkpoint else config.model.preset
     res["model"] = {"preset": preset, **config.model_hparams(), "vocab_size": len(vocab),
