@@ -57,6 +57,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -395,7 +396,7 @@ def load_everything(args: argparse.Namespace) -> tuple[cfg.Config, Vocab, Any, l
         config = make_config(args, config.to_dict())
     else:
         config = make_config(args)
-        with _TempDir() as tmp:
+        with tempfile.TemporaryDirectory() as tmp:
             vocab = Vocab.train([s for s, _ in train_pairs] + [t for _, t in train_pairs], tmp,
                                 vocab_size=args.vocab_size, hard_vocab_limit=not args.quick)
         ta.manual_seed(args.seed)
@@ -407,17 +408,6 @@ def load_everything(args: argparse.Namespace) -> tuple[cfg.Config, Vocab, Any, l
     batches = list(batcher.epoch(0))
     sources = vocab.encode_batch([s for s, _ in val_pairs])
     return config, vocab, model, batches, sources
-
-
-class _TempDir:
-    def __enter__(self) -> str:
-        import tempfile
-
-        self._dir = tempfile.TemporaryDirectory()
-        return self._dir.name
-
-    def __exit__(self, *exc: object) -> None:
-        self._dir.cleanup()
 
 
 def twin_optimizer(config: cfg.Config, twin: Any) -> tuple[Any, Any]:
