@@ -11,6 +11,7 @@ The code is meant to be read: start with ``autograd.py`` (the graph and the back
 """
 
 from . import dtypes, functional, nn, optim, random, viz
+from .host_memory import cache_freed_memory
 from .autograd import Function, backward, enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backend import Device, device, is_available
 from .creation import (
@@ -104,3 +105,5 @@ def from_numpy(array: object) -> Tensor:
 
 
 __version__ = "0.1.0"
+
+cache_freed_memory()  # reuse freed host memory across training steps (see host_memory.py)
