@@ -102,6 +102,16 @@ def test_linear_errors() -> None:
         F.linear(ta.zeros(2, 3), ta.zeros(5, 4))
     with pytest.raises(ValueError, match="bias must have shape"):
         F.linear(ta.zeros(2, 4), ta.zeros(5, 4), ta.zeros(4))
+    with pytest.raises(TypeError, match="linear: input, weight and bias must share one dtype, got float32, float64"):
+        F.linear(ta.zeros(2, 4), ta.zeros(5, 4, dtype=ta.float64))
+
+
+def test_linear_weight_gradient_is_laid_out_like_the_weight() -> None:
+    """dL/dW = G^T x comes out (out, in) and contiguous, so Adam works on contiguous arrays."""
+    w = leaf(np.random.default_rng(0).standard_normal((5, 4)), dtype=np.float32)
+    F.linear(ta.ones(3, 4), w).sum().backward()
+    assert w.grad.shape == (5, 4) and w.grad.numpy().flags.c_contiguous
+    np.testing.assert_allclose(w.grad.numpy(), np.full((5, 4), 3.0))
 
 
 # ---- cross_entropy and nll_loss --------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ The code is meant to be read: start with ``autograd.py`` (the graph and the back
 """
 
 from . import dtypes, functional, nn, optim, random, viz
-from .host_memory import cache_freed_memory
 from .autograd import Function, backward, enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backend import Device, device, is_available
 from .creation import (
@@ -46,6 +45,7 @@ from .dtypes import (
     uint8,
 )
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
+from .host_memory import cache_freed_memory
 from .ops.elementwise import (
     abs,
     clamp,

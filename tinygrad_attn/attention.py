@@ -7,7 +7,7 @@ Shapes: Q (..., L, E), K (..., S, E), V (..., S, Ev) -> O (..., L, Ev); the lead
 
 Written as a chain of primitive ops, attention keeps several (..., L, S) arrays alive for backward: the
 scores, the scaled and masked scores, the probabilities, the dropped-out probabilities. The fused op
-keeps Q, K, V, P and (with dropout) a boolean mask, and derives the rest in backward, with G = dL/dO:
+keeps Q, K, V, P and (with dropout) its mask, and derives the rest in backward, with G = dL/dO:
 
     dV = P^T G        dP = G V^T        dS = P * (dP - rowsum(dP * P))
     dQ = dS K * scale                   dK = dS^T Q * scale
@@ -27,16 +27,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from .autograd import Function
 from .backend import array_module as _xp
-from .backend import device_of
 from .ops.elementwise import cast, exp, where
 from .ops.linalg import matmul
 from .ops.reduce import logsumexp, sum_to
 from .ops.shapes import broadcast_shape
-from .random import generator
+from .random import dropout_mask
 from .tensor import Tensor
 
 
@@ -87,13 +84,6 @@ def _causal(xp: Any, n_queries: int, n_keys: int) -> Any:
     return xp.tril(xp.ones((n_queries, n_keys), dtype=bool))
 
 
-def _dropout_mask(shape: tuple[int, ...], p: float, like: Any) -> tuple[Any, float]:
-    """Keep each element with probability 1 - p (from the device's seeded generator), and the 1 / (1 - p)
-    that keeps the expectation, as ``F.dropout``."""
-    keep = generator(device_of(like)).random(shape, dtype=np.float32) >= p
-    return keep, (0.0 if p == 1 else 1.0 / (1.0 - p))
-
-
 def _score_grads(fn: Function, dP: Tensor, P: Tensor, q: Tensor, k: Tensor,
                  mask: Tensor | None) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """From dL/dP to dL/dq, dL/dk and dL/d(float mask): the softmax backward dS = P * (dP - rowsum(dP * P)),
@@ -120,13 +110,11 @@ class _AttentionFunction(Function):
         self.mask_index = mask_index
 
     def dropped(self, P: Any) -> tuple[Any, tuple[Any, ...]]:
-        """P after dropout, on arrays (forward), and the boolean mask to save: () without dropout."""
+        """P after dropout, on arrays (forward), and the dropout mask to save: () without dropout."""
         if self.dropout_p == 0:
             return P, ()
-        keep, self.drop_scale = _dropout_mask(P.shape, self.dropout_p, P)
-        out = P * keep
-        out *= self.drop_scale
-        return out, (keep,)
+        mask = dropout_mask(P.shape, self.dropout_p, P)
+        return P * mask, (mask,)
 
     def unpack(self, n_inputs: int) -> tuple[list[Tensor], Tensor | None, Tensor, Tensor | None]:
         """(tensor inputs without the mask, the mask, P, the dropout mask); P recomputed differentiably
@@ -134,19 +122,19 @@ class _AttentionFunction(Function):
         saved = self.saved_tensors
         inputs, mask = list(saved[:n_inputs]), saved[n_inputs] if self.has_mask else None
         P = saved[n_inputs + self.has_mask]
-        keep = saved[-1] if self.dropout_p else None
+        drop_mask = saved[-1] if self.dropout_p else None
         if self.create_graph:
             P = _probabilities_differentiable(inputs[0], inputs[1], mask, self.is_causal, self.scale)
-        return inputs, mask, P, keep
+        return inputs, mask, P, drop_mask
 
     def needs_score_grads(self) -> bool:
         """Does any input upstream of the scores (q, k, a float mask) want a gradient?"""
         need_mask = self.has_mask and self.needs_input_grad[self.mask_index]
         return self.needs_input_grad[0] or self.needs_input_grad[1] or need_mask
 
-    def through_dropout(self, x: Tensor, keep: Tensor | None) -> Tensor:
-        """x * keep / (1 - p) in Tensor ops (dropout is linear: forward and backward alike)."""
-        return x if keep is None else where(keep, x * self.drop_scale, 0.0)
+    def through_dropout(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """x * mask in Tensor ops (dropout is linear: forward and backward alike)."""
+        return x if mask is None else x * mask
 
 
 class ScaledDotProductAttention(_AttentionFunction):
@@ -155,17 +143,17 @@ class ScaledDotProductAttention(_AttentionFunction):
     def forward(self, q: Any, k: Any, v: Any, *mask: Any, is_causal: bool, scale: float, dropout_p: float) -> Any:
         self.setup(bool(mask), is_causal, scale, dropout_p, mask_index=3)
         P = _probabilities(q, k, mask[0] if mask else None, is_causal, scale)
-        weights, keep = self.dropped(P)
+        weights, drop_mask = self.dropped(P)
         out = _xp(q).matmul(weights, v)
-        self.save_for_backward(q, k, v, *mask, P, *keep)
+        self.save_for_backward(q, k, v, *mask, P, *drop_mask)
         return out
 
     def backward(self, g: Tensor) -> tuple[Tensor | None, ...]:
-        (q, k, v), mask, P, keep = self.unpack(3)
-        dv = sum_to(matmul(self.through_dropout(P, keep).mT, g), v.shape) if self.needs_input_grad[2] else None
+        (q, k, v), mask, P, drop_mask = self.unpack(3)
+        dv = sum_to(matmul(self.through_dropout(P, drop_mask).mT, g), v.shape) if self.needs_input_grad[2] else None
         dq = dk = dmask = None
         if self.needs_score_grads():
-            dP = self.through_dropout(matmul(g, v.mT), keep)
+            dP = self.through_dropout(matmul(g, v.mT), drop_mask)
             dq, dk, dmask = _score_grads(self, dP, P, q, k, mask)
         return (dq, dk, dv) + ((dmask,) if self.has_mask else ())
 
@@ -177,13 +165,13 @@ class AttentionWeights(_AttentionFunction):
     def forward(self, q: Any, k: Any, *mask: Any, is_causal: bool, scale: float, dropout_p: float) -> Any:
         self.setup(bool(mask), is_causal, scale, dropout_p, mask_index=2)
         P = _probabilities(q, k, mask[0] if mask else None, is_causal, scale)
-        weights, keep = self.dropped(P)
-        self.save_for_backward(q, k, *mask, P, *keep)
+        weights, drop_mask = self.dropped(P)
+        self.save_for_backward(q, k, *mask, P, *drop_mask)
         return weights
 
     def backward(self, g: Tensor) -> tuple[Tensor | None, ...]:
-        (q, k), mask, P, keep = self.unpack(2)
-        dq, dk, dmask = _score_grads(self, self.through_dropout(g, keep), P, q, k, mask)
+        (q, k), mask, P, drop_mask = self.unpack(2)
+        dq, dk, dmask = _score_grads(self, self.through_dropout(g, drop_mask), P, q, k, mask)
         return (dq, dk) + ((dmask,) if self.has_mask else ())
 
 

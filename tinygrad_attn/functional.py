@@ -15,19 +15,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from .attention import attention_weights, scaled_dot_product_attention
 from .autograd import Function
 from .backend import array_module as _xp
-from .backend import device_of
 from .losses import cross_entropy, mse_loss, nll_loss
 from .ops.elementwise import exp, gelu, relu, sigmoid, tanh, where
 from .ops.linalg import matmul
 from .ops.movement import reshape, transpose
 from .ops.reduce import sum_to
 from .ops.shapes import normalize_dim
-from .random import generator
+from .random import dropout_mask
 from .tensor import Tensor
 
 __all__ = [
@@ -89,11 +86,36 @@ def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
 # ---- linear ------------------------------------------------------------------------------------------------
 
 
+class Linear(Function):
+    """y = x W^T + b for x of shape (N, in), W (out, in), b (out,): one matrix product, with the bias added in
+    place into the product's fresh buffer (what BLAS's "C = A B + C" and PyTorch's addmm do).
+
+        dL/dx = G W        dL/dW = G^T x        dL/db = sum of G over the rows
+
+    dL/dW comes straight out in W's own (out, in) layout, where matmul with a transposed W would give its
+    transpose; the optimiser then updates contiguous arrays."""
+
+    def forward(self, x: Any, weight: Any, *bias: Any) -> Any:
+        self.save_for_backward(x, weight)
+        y = x @ weight.T
+        if bias:
+            y += bias[0]
+        return y
+
+    def backward(self, g: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight = self.saved_tensors
+        gx = matmul(g, weight) if self.needs_input_grad[0] else None
+        gw = matmul(transpose(g, 0, 1), x) if self.needs_input_grad[1] else None
+        if len(self.needs_input_grad) == 2:
+            return gx, gw
+        return gx, gw, (g.sum(0) if self.needs_input_grad[2] else None)
+
+
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = x W^T + b with W of shape (out_features, in_features).   dy/dx = W, dy/dW = x, dy/db = 1.
 
-    Composed of matmul and add. The leading dims of x are flattened into one first, so the weight
-    gradient is a single (in x out) matrix product rather than one per batch element summed afterwards.
+    The leading dims of x are flattened into one first, so the weight gradient is a single (out x in)
+    matrix product rather than one per batch element summed afterwards.
     """
     if weight.ndim != 2:
         raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
@@ -103,10 +125,12 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
                          f"(weight shape {tuple(weight.shape)})")
     if bias is not None and tuple(bias.shape) != (out_features,):
         raise ValueError(f"linear: bias must have shape ({out_features},), got {tuple(bias.shape)}")
+    dtypes = [t.dtype for t in (input, weight, bias) if t is not None]
+    if any(d != input.dtype for d in dtypes):
+        raise TypeError(f"linear: input, weight and bias must share one dtype, got {', '.join(map(str, dtypes))}; "
+                        "convert with .to(dtype)")
     lead = tuple(input.shape[:-1])
-    y = matmul(reshape(input, (math.prod(lead), in_features)), transpose(weight, 0, 1))
-    if bias is not None:
-        y = y + bias
+    y = Linear.apply(reshape(input, (math.prod(lead), in_features)), weight, *(() if bias is None else (bias,)))
     return reshape(y, lead + (out_features,))
 
 
@@ -114,23 +138,17 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 
 class Dropout(Function):
-    """y = x * m / (1 - p) with m ~ Bernoulli(1 - p) per element ("inverted" dropout: E[y] = x, so
-    evaluation needs no rescaling).   dy/dx = m / (1 - p).
-
-    The mask is kept as booleans, 1 byte per element where a float mask would take 4 (or 8); backward
-    multiplies by the scalar 1 / (1 - p) again, which costs nothing next to reading the gradient."""
+    """y = x * m with m = 0 (probability p) or 1 / (1 - p) per element ("inverted" dropout: E[y] = x, so
+    evaluation needs no rescaling).   dy/dx = m: backward multiplies by the same mask."""
 
     def forward(self, x: Any, p: float) -> Any:
-        keep = generator(device_of(x)).random(x.shape, dtype=np.float32) >= p  # True with probability 1 - p
-        self.scale = 0.0 if p == 1 else 1.0 / (1.0 - p)
-        y = x * keep
-        y *= self.scale
-        self.save_for_backward(keep)
-        return y
+        mask = dropout_mask(x.shape, p, x)
+        self.save_for_backward(mask)
+        return x * mask
 
     def backward(self, g: Tensor) -> Tensor:
-        (keep,) = self.saved_tensors
-        return where(keep, g * self.scale, 0.0)
+        (mask,) = self.saved_tensors
+        return g * mask
 
 
 def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import Device, module_for
+from .backend import Device, device_of, module_for
 
 _seed: int | None = None
 _generators: dict[Device, Any] = {}
@@ -48,3 +48,15 @@ def set_rng_state(state: dict) -> None:
     _seed = state.get("seed")
     _generators.clear()
     generator(Device("cpu")).bit_generator.state = state["cpu"]
+
+
+def dropout_mask(shape: tuple[int, ...], p: float, like: Any) -> Any:
+    """The multiplier of inverted dropout: 0 with probability ``p``, else 1 / (1 - p) (so E[x * mask] = x),
+    an array of ``like``'s dtype on ``like``'s device, drawn from that device's generator.
+
+    Keeping the scale inside the mask makes dropout one multiply forward and one backward (dL/dx = g * mask),
+    at the price of a float mask where booleans would take a quarter of the memory."""
+    device = device_of(like)
+    u = generator(device).random(shape, dtype=np.float32)
+    mask = u if like.dtype == np.float32 else module_for(device).empty(shape, dtype=like.dtype)
+    return module_for(device).multiply(u >= p, 0.0 if p == 1 else 1.0 / (1.0 - p), out=mask, dtype=mask.dtype)
