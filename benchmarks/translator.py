@@ -213,9 +213,10 @@ class TwinFeedForward(_Module):
 
 
 class TwinEncoderLayer(_Module):
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, ffn_dropout: float) -> None:
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, ffn_dropout: float,
+                 attention_dropout: float) -> None:
         super().__init__()
-        self.self_attn = TwinAttention(d_model, n_heads, dropout, self_attention=True)
+        self.self_attn = TwinAttention(d_model, n_heads, attention_dropout, self_attention=True)
         self.ffn = TwinFeedForward(d_model, d_ff, ffn_dropout)
         self.norm1, self.norm2 = torch.nn.LayerNorm(d_model), torch.nn.LayerNorm(d_model)
         self.dropout = torch.nn.Dropout(dropout)
@@ -226,10 +227,11 @@ class TwinEncoderLayer(_Module):
 
 
 class TwinDecoderLayer(_Module):
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, ffn_dropout: float) -> None:
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, ffn_dropout: float,
+                 attention_dropout: float) -> None:
         super().__init__()
-        self.self_attn = TwinAttention(d_model, n_heads, dropout, self_attention=True)
-        self.cross_attn = TwinAttention(d_model, n_heads, dropout, self_attention=False)
+        self.self_attn = TwinAttention(d_model, n_heads, attention_dropout, self_attention=True)
+        self.cross_attn = TwinAttention(d_model, n_heads, attention_dropout, self_attention=False)
         self.ffn = TwinFeedForward(d_model, d_ff, ffn_dropout)
         self.norm1, self.norm2, self.norm3 = (torch.nn.LayerNorm(d_model) for _ in range(3))
         self.dropout = torch.nn.Dropout(dropout)
@@ -243,12 +245,12 @@ class TwinDecoderLayer(_Module):
 
 class TwinTransformer(_Module):
     """The encoder-decoder with one tied embedding; the same methods as ours (encode, decode_hidden, ...).
-    ``dropout`` goes where ours puts it: embeddings + positions, attention weights, sublayer outputs;
-    ``ffn_dropout`` after the FFN's ReLU (ours: 0, i.e. none, as in the paper)."""
+    ``dropout`` goes where ours puts it: embeddings + positions, sublayer outputs; ``attention_dropout`` on
+    the attention weights and ``ffn_dropout`` after the FFN's ReLU (ours: 0 for both, as in the paper)."""
 
     def __init__(self, vocab_size: int, d_model: int, n_heads: int, n_encoder_layers: int, n_decoder_layers: int,
                  d_ff: int, dropout: float = 0.1, pad_id: int = 0, max_positions: int = 1024,
-                 ffn_dropout: float = 0.0) -> None:
+                 ffn_dropout: float = 0.0, attention_dropout: float = 0.0) -> None:
         super().__init__()
         self.d_model, self.pad_id = d_model, pad_id
         self.embedding = torch.nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
@@ -256,9 +258,11 @@ class TwinTransformer(_Module):
         self.register_buffer("pe", table, persistent=False)
         self.dropout = torch.nn.Dropout(dropout)
         self.encoder_layers = torch.nn.ModuleList(
-            TwinEncoderLayer(d_model, n_heads, d_ff, dropout, ffn_dropout) for _ in range(n_encoder_layers))
+            TwinEncoderLayer(d_model, n_heads, d_ff, dropout, ffn_dropout, attention_dropout)
+            for _ in range(n_encoder_layers))
         self.decoder_layers = torch.nn.ModuleList(
-            TwinDecoderLayer(d_model, n_heads, d_ff, dropout, ffn_dropout) for _ in range(n_decoder_layers))
+            TwinDecoderLayer(d_model, n_heads, d_ff, dropout, ffn_dropout, attention_dropout)
+            for _ in range(n_decoder_layers))
 
     def embed(self, tokens: Any, offset: int = 0) -> Any:
         x = self.embedding(tokens) * self.d_model**0.5
@@ -305,7 +309,8 @@ def build_twin(ours: Any) -> Any:
     layers = list(ours.encoder_layers) + list(ours.decoder_layers)
     ffn_dropout = layers[0].ffn.dropout.p if layers else 0.0
     twin = TwinTransformer(ours.vocab_size, ours.d_model, ours.n_heads, ours.n_encoder_layers, ours.n_decoder_layers,
-                           ours.d_ff, ours.dropout_p, ours.pad_id, ours.max_positions, ffn_dropout)
+                           ours.d_ff, ours.dropout_p, ours.pad_id, ours.max_positions, ffn_dropout,
+                           ours.attention_dropout)
     ours_rates, twin_rates = dropout_rates(ours), dropout_rates(twin)
     if ours_rates != twin_rates:
         raise RuntimeError(f"dropout differs: ours {ours_rates}, twin {twin_rates}")

@@ -63,6 +63,7 @@ class ModelConfig:
     n_decoder_layers: int | None = None
     d_ff: int | None = None
     dropout: float | None = None  # on embeddings + positions and on every sublayer output
+    attention_dropout: float | None = None  # on the attention weights (the paper: none)
     norm_first: bool | None = None  # False: the paper's post-LN; True: pre-LN
     max_positions: int | None = None  # size of the positional table: the longest sequence the model takes
     tie_embeddings: bool | None = None  # one embedding for source, target and the output projection
@@ -337,6 +338,8 @@ def validate(config: Config) -> Config:
     if m.d_model is not None and m.n_heads is not None:
         need(m.d_model % m.n_heads == 0, "model.n_heads", m.n_heads, f"must divide model.d_model = {m.d_model}")
     need(m.dropout is None or 0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
+    need(m.attention_dropout is None or 0.0 <= m.attention_dropout < 1.0, "model.attention_dropout",
+         m.attention_dropout, "must be in [0, 1)")
 
     from models.translator.data import parse_direction
 

@@ -72,6 +72,7 @@ def test_unknown_key_lists_the_valid_ones(tmp_path):
         ("train.warmup=2.5", r"train\.warmup must be int.*2\.5"),
         ("train.warmup=0", r"train\.warmup = 0 is not allowed"),
         ("model.dropout=1.5", r"model\.dropout = 1\.5 is not allowed.*\[0, 1\)"),
+        ("model.attention_dropout=-0.1", r"model\.attention_dropout = -0\.1 is not allowed.*\[0, 1\)"),
         ("train.label_smoothing=-0.1", r"train\.label_smoothing"),
         ("model.norm_first=maybe", r"model\.norm_first must be bool"),
         ("train.betas=[0.9]", r"train\.betas must be a list of 2"),

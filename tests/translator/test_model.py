@@ -17,6 +17,7 @@ import tinygrad_attn as ta
 from models.transformer import (
     PRESETS,
     DecoderCache,
+    MultiHeadAttention,
     PositionalEncoding,
     Transformer,
     build_model,
@@ -143,6 +144,8 @@ def test_bad_hyperparameters_are_named():
         Transformer(10, d_model=30, n_heads=4)
     with pytest.raises(ValueError, match="pad_id"):
         Transformer(10, d_model=8, n_heads=2, pad_id=10)
+    with pytest.raises(ValueError, match=r"attention_dropout=1\.0 must be in \[0, 1\)"):
+        Transformer(10, d_model=8, n_heads=2, attention_dropout=1.0)
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         build_model(10, preset="huge")
     with pytest.raises(ValueError, match="unknown hyperparameter"):
@@ -422,3 +425,16 @@ def test_training_matches_a_pytorch_twin_step_by_step():
             keys = slice(32, 64) if "qkv" in name else slice(0, 32)
             ours_p, theirs_p = np.delete(ours_p, keys), np.delete(theirs_p, keys)
         np.testing.assert_allclose(ours_p, theirs_p, rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+def test_attention_dropout_is_its_own_rate_and_off_in_the_presets():
+    """Dropout on the attention weights is separate from the sublayer dropout; the presets leave it off,
+    as the paper does."""
+    model = Transformer(10, d_model=8, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=8, dropout=0.1,
+                        attention_dropout=0.2)
+    rates = {name: m.dropout for name, m in model.named_modules() if isinstance(m, MultiHeadAttention)}
+    assert rates == {"encoder_layers.0.self_attn": 0.2, "decoder_layers.0.self_attn": 0.2,
+                     "decoder_layers.0.cross_attn": 0.2}
+    assert model.dropout.p == 0.1
+    preset = build_model(10, preset="tiny", d_model=8, n_heads=2, d_ff=8)
+    assert {m.dropout for m in preset.modules() if isinstance(m, MultiHeadAttention)} == {0.0}

@@ -140,12 +140,10 @@ class TransformerEncoderLayer(Module):
 
     def _sa_block(self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None,
                   is_causal: bool) -> Tensor:
-        x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False,
-                           is_causal=is_causal)[0]
-        return self.dropout1(x)
+        return _attention_sublayer(self.self_attn, self.dropout1, x, x, attn_mask, key_padding_mask, is_causal)
 
     def _ff_block(self, x: Tensor) -> Tensor:
-        return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+        return _feed_forward_sublayer(self, self.dropout2, x)
 
 
 class TransformerDecoderLayer(Module):
@@ -195,18 +193,29 @@ class TransformerDecoderLayer(Module):
 
     def _sa_block(self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None,
                   is_causal: bool) -> Tensor:
-        x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False,
-                           is_causal=is_causal)[0]
-        return self.dropout1(x)
+        return _attention_sublayer(self.self_attn, self.dropout1, x, x, attn_mask, key_padding_mask, is_causal)
 
     def _mha_block(self, x: Tensor, mem: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None,
                    is_causal: bool) -> Tensor:
-        x = self.multihead_attn(x, mem, mem, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
-                                need_weights=False, is_causal=is_causal)[0]
-        return self.dropout2(x)
+        return _attention_sublayer(self.multihead_attn, self.dropout2, x, mem, attn_mask, key_padding_mask,
+                                   is_causal)
 
     def _ff_block(self, x: Tensor) -> Tensor:
-        return self.dropout3(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+        return _feed_forward_sublayer(self, self.dropout3, x)
+
+
+def _attention_sublayer(attn: MultiheadAttention, dropout: Dropout, x: Tensor, memory: Tensor,
+                        attn_mask: Tensor | None, key_padding_mask: Tensor | None, is_causal: bool) -> Tensor:
+    """Dropout(Attention(x, memory, memory)): an attention sublayer's output, before the residual add
+    (memory is x itself for self-attention)."""
+    return dropout(attn(x, memory, memory, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                        need_weights=False, is_causal=is_causal)[0])
+
+
+def _feed_forward_sublayer(layer: TransformerEncoderLayer | TransformerDecoderLayer, dropout: Dropout,
+                           x: Tensor) -> Tensor:
+    """Dropout(linear2(dropout(activation(linear1(x))))): the position-wise feed-forward sublayer."""
+    return dropout(layer.linear2(layer.dropout(layer.activation(layer.linear1(x)))))
 
 
 def _clones(module: Module, n: int) -> ModuleList:
