@@ -195,14 +195,14 @@ class LayerNorm(Function):
 
     def backward(self, g: Tensor) -> tuple[Tensor | None, ...]:
         x, mean, rstd, *weight = self.saved_tensors
+        if not self.create_graph:
+            return self._backward_arrays(g.data, x.data, mean.data, rstd.data, weight[0].data if weight else None)
+        # mean and rstd were saved as constants: rebuild them from x, differentiably
         dims = self.dims
-        if self.create_graph:  # mean and rstd were saved as constants: rebuild them from x, differentiably
-            mean = x.mean(dims, keepdim=True)
-            centered = x - mean
-            rstd = ((centered * centered).mean(dims, keepdim=True) + self.eps) ** -0.5
-            x_hat = centered * rstd
-        else:
-            x_hat = (x - mean) * rstd
+        mean = x.mean(dims, keepdim=True)
+        centered = x - mean
+        rstd = ((centered * centered).mean(dims, keepdim=True) + self.eps) ** -0.5
+        x_hat = centered * rstd
         grads: list[Tensor | None] = [None]
         if self.needs_input_grad[0]:
             gw = g * weight[0] if self.has_weight else g
@@ -211,6 +211,36 @@ class LayerNorm(Function):
             grads.append(sum_to(g * x_hat, weight[0].shape) if self.needs_input_grad[1] else None)
         if self.has_bias:
             grads.append(sum_to(g, g.shape[len(g.shape) - len(dims):]) if self.needs_input_grad[-1] else None)
+        return tuple(grads)
+
+    def _backward_arrays(self, g: Any, x: Any, mean: Any, rstd: Any, weight: Any) -> tuple[Tensor | None, ...]:
+        """The same formulas on arrays, for when nothing will differentiate the gradient: two buffers, x_hat and
+        gw (which becomes dL/dx in place); the sums of products are einsums, without a product temporary."""
+        xp = _xp(x)
+        xh = x - mean
+        xh *= rstd
+        # Rows (the leading dims) by the normalised features (the trailing ones), as 2-D views.
+        norm_shape = x.shape[x.ndim - len(self.dims):]
+        n_features = math.prod(norm_shape)
+        g2, xh2 = g.reshape(-1, n_features), xh.reshape(-1, n_features)
+        grads: list[Tensor | None] = [None]
+        if self.has_weight:
+            need = self.needs_input_grad[1]
+            grads.append(Tensor._make(xp.einsum("ij,ij->j", g2, xh2).reshape(norm_shape)) if need else None)
+        if self.has_bias:
+            need = self.needs_input_grad[-1]
+            grads.append(Tensor._make(g2.sum(axis=0).reshape(norm_shape)) if need else None)
+        if self.needs_input_grad[0]:
+            gw = g * weight if weight is not None else g.copy()
+            gw2 = gw.reshape(-1, n_features)
+            mean_gw = gw2.mean(axis=1, keepdims=True)
+            mean_gw_xh = xp.einsum("ij,ij->i", gw2, xh2)[:, None]
+            mean_gw_xh /= n_features
+            gw2 -= mean_gw
+            xh2 *= mean_gw_xh
+            gw2 -= xh2
+            gw *= rstd
+            grads[0] = Tensor._make(gw)
         return tuple(grads)
 
 
