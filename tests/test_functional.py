@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import tinygrad_attn as ta
 from tests.op_checks import examples
 from tests.strategies import shapes_broadcastable_to
+from tinygrad_attn import backend
 from tinygrad_attn import functional as F
 
 # ---- helpers -------------------------------------------------------------------------------------------------
@@ -178,6 +179,33 @@ def test_cross_entropy_fast_and_differentiable_backward_agree(label_smoothing: f
     (recorded,) = ta.grad(loss, x, g, create_graph=True)
     assert recorded.requires_grad
     np.testing.assert_allclose(fast.numpy(), recorded.numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_cross_entropy_row_blocks_do_not_show(monkeypatch: pytest.MonkeyPatch, label_smoothing: float,
+                                              weighted: bool) -> None:
+    """On the CPU the rows go through in cache-sized blocks (backend.row_blocks): cut 50 rows into blocks of
+    9 and the loss and both backward paths (the blocked one and the Tensor-op one) must not change."""
+    rng = np.random.default_rng(4)
+    x_np, t = rng.standard_normal((50, 7)) * 3, rng.integers(0, 7, 50)
+    t[::6] = -100
+    target, weight = const(t), const(rng.random(7) + 0.5) if weighted else None
+
+    def loss_and_grads() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = leaf(x_np)
+        loss = F.cross_entropy(x, target, weight, reduction="sum", label_smoothing=label_smoothing)
+        (fast,) = ta.grad(loss, x, retain_graph=True)
+        (recorded,) = ta.grad(loss, x, create_graph=True)
+        return loss.numpy(), fast.numpy(), recorded.numpy()
+
+    whole = loss_and_grads()
+    monkeypatch.setattr(backend, "CPU_BLOCK_BYTES", 9 * 7 * 8)
+    assert len(backend.row_blocks(50, 7 * 8, x_np)) == 6
+    blocked = loss_and_grads()
+    np.testing.assert_allclose(blocked[0], whole[0], rtol=1e-14)
+    for got in blocked[1:]:
+        np.testing.assert_allclose(got, whole[2], rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)

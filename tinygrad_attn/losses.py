@@ -22,6 +22,7 @@ from typing import Any
 
 from .autograd import Function
 from .backend import array_module as _xp
+from .backend import row_blocks
 from .ops.elementwise import exp
 from .ops.movement import IndexAdd, reshape
 from .ops.reduce import logsumexp
@@ -46,14 +47,22 @@ class CrossEntropy(Function):
         xp = _xp(x)
         n_rows, n_classes = x.shape
         e = label_smoothing
-        m = x.max(axis=1)
-        m[~xp.isfinite(m)] = 0  # a row of -inf logits must not give inf - inf
-        shifted = x - m[:, None]  # the one (N, C) buffer forward needs
-        if e:  # sum_c w_c (x_c - m), for the smoothing term
-            smooth = shifted.sum(axis=1) if class_weight is None else shifted @ class_weight
-        xp.exp(shifted, out=shifted)
-        log_total = xp.log(shifted.sum(axis=1))  # logsumexp(x) - m
-        del shifted
+        m, log_total = xp.empty(n_rows, dtype=x.dtype), xp.empty(n_rows, dtype=x.dtype)
+        smooth = xp.empty(n_rows, dtype=x.dtype) if e else None
+        # Row by row block (``row_blocks``): the block's passes below run in cache, in one reused buffer.
+        blocks = row_blocks(n_rows, n_classes * x.itemsize, x)
+        buffer = xp.empty((blocks[0].stop, n_classes), dtype=x.dtype)
+        for b in blocks:
+            xb, shifted = x[b], buffer[: b.stop - b.start]
+            mb = xb.max(axis=1)
+            mb[~xp.isfinite(mb)] = 0  # a row of -inf logits must not give inf - inf
+            xp.subtract(xb, mb[:, None], out=shifted)
+            if e:  # sum_c w_c (x_c - m), for the smoothing term
+                smooth[b] = shifted.sum(axis=1) if class_weight is None else shifted @ class_weight
+            xp.exp(shifted, out=shifted)
+            log_total[b] = xp.log(shifted.sum(axis=1))  # logsumexp(x) - m
+            m[b] = mb
+        del buffer
         picked = x[xp.arange(n_rows), target] - m  # x_t - m
         loss = (log_total - picked) * (row_weight * (1 - e))  # -log p_t = logsumexp(x) - x_t
         if e:
@@ -86,16 +95,20 @@ class CrossEntropy(Function):
                 spread_rows = reshape(coef * Tensor._make(spread), (n_rows, 1))
                 grad = grad - (spread_rows if w is None else spread_rows * Tensor._make(w))
             return grad
-        # Nothing will differentiate this gradient: compute it in place in one (N, C) buffer.
+        # Nothing will differentiate this gradient: compute it in one (N, C) buffer, block by block of rows.
         c = g.data * self.scale  # the upstream gradient of each row's loss: a scalar, or one per row
-        grad = x.data - m.data[:, None]
-        grad -= log_total.data[:, None]
-        xp.exp(grad, out=grad)  # p
-        grad *= (c * p_coef)[:, None]
+        x, log_p_shift = x.data, m.data + log_total.data  # log p = x - log_p_shift, per row
+        p_scale = (c * p_coef)[:, None]
+        spread_rows = (c * spread)[:, None] if e else None
+        grad = xp.empty_like(x)
+        for b in row_blocks(n_rows, n_classes * x.itemsize, x):
+            block = grad[b]
+            xp.subtract(x[b], log_p_shift[b, None], out=block)
+            xp.exp(block, out=block)  # p
+            block *= p_scale[b]
+            if e:
+                block -= spread_rows[b] if w is None else spread_rows[b] * w
         grad[rows, t] -= c * t_coef
-        if e:
-            spread_rows = (c * spread)[:, None]
-            grad -= spread_rows if w is None else spread_rows * w
         return Tensor._make(grad)
 
 

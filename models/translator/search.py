@@ -52,14 +52,18 @@ class _Decoder:
         self.memory, self.src_keep = memory, src_keep
         self.tokens = np.full((memory.shape[0], 1), bos_id, dtype=np.int64)  # every row's prefix, <s> first
 
-    def log_probs(self) -> np.ndarray:
-        """(R, V) float32: log p(next token | source, prefix) for every row."""
+    def logits(self) -> ta.Tensor:
+        """(R, V): the next-token logits of every row (for the argmax of greedy decoding, which they give as
+        well as the log-probabilities do: log_softmax only shifts each row)."""
         if self.cache is not None:
             h = self.model.decode_hidden(self.tokens[:, -1:], self.memory, self.src_keep, self.cache)
         else:
             h = self.model.decode_hidden(self.tokens, self.memory, self.src_keep)[:, -1:]
-        logits = self.model.project(h)  # the vocabulary projection only where it is needed: the last position
-        return F.log_softmax(logits[:, 0], dim=-1).numpy()
+        return self.model.project(h)[:, 0]  # the vocabulary projection only where it is needed: the last position
+
+    def log_probs(self) -> np.ndarray:
+        """(R, V) float32: log p(next token | source, prefix) for every row."""
+        return F.log_softmax(self.logits(), dim=-1).numpy()
 
     def advance(self, tokens: np.ndarray, rows: np.ndarray | None = None, same_sources: bool = True) -> None:
         """Continue row ``rows[i]`` with ``tokens[i]`` as new row i (``rows=None``: every row, in place).
@@ -124,7 +128,7 @@ def greedy_decode(model: Transformer, src: np.ndarray, bos_id: int, eos_id: int,
         alive = np.arange(B)  # the sentence of each row
         running = np.ones(B, dtype=bool)  # rows still decoding (finished rows stay until the batch is compacted)
         for step in range(int(max_len.max())):
-            token = decoder.log_probs().argmax(axis=1)
+            token = decoder.logits().argmax(dim=-1).numpy()
             for row in np.flatnonzero(running & (token != eos_id)):
                 outputs[alive[row]].append(int(token[row]))
             running &= (token != eos_id) & (step + 1 < max_len[alive])
