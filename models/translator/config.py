@@ -25,6 +25,10 @@ tokens per epoch), so 4,000 warmup steps would be 40 epochs of tiny learning rat
 ``0.4 / sqrt(256 * 250) = 1.58e-3``, the value a PyTorch twin of the ``small`` preset was tuned to.
 ``peak_lr(config)`` computes it.
 
+``train.schedule = "cosine"`` keeps the warmup and the peak and then follows a half cosine down to 0 at
+``train.max_steps``. For a run with a fixed budget this anneals the weights at the end, where the
+``1/sqrt(step)`` decay stops at whatever learning rate the budget leaves it (``configs/small.yaml``).
+
 Overrides from the command line use dotted keys, ``--set model.d_model=256 train.warmup=400``; values
 are parsed as YAML (``true``, ``null``, ``[0.9, 0.98]``) and then checked against the field's type.
 Mistakes raise ``ConfigError`` naming the key, the value and what is allowed.
@@ -46,6 +50,7 @@ from typing import Any
 import yaml
 
 CONFIG_NAME = "config.yaml"  # the resolved config inside a run directory
+SCHEDULES = ("noam", "cosine")
 
 
 class ConfigError(ValueError):
@@ -82,8 +87,9 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     seed: int = 1234
-    lr_factor: float = 0.4  # Noam schedule: peak lr = lr_factor / sqrt(d_model * warmup)
+    lr_factor: float = 0.4  # peak lr = lr_factor / sqrt(d_model * warmup), reached at the end of the warmup
     warmup: int = 250  # steps of linear warmup
+    schedule: str = "noam"  # after the warmup: "noam" (the paper: ~1/sqrt(step)) or "cosine" (to 0 at max_steps)
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-9
     label_smoothing: float = 0.1
@@ -357,6 +363,9 @@ def validate(config: Config) -> Config:
 
     need(t.lr_factor > 0, "train.lr_factor", t.lr_factor, "must be positive")
     need(t.warmup >= 1, "train.warmup", t.warmup, "must be at least 1")
+    need(t.schedule in SCHEDULES, "train.schedule", t.schedule, f"use one of {', '.join(SCHEDULES)}")
+    need(t.schedule != "cosine" or (t.max_steps is not None and t.max_steps > t.warmup), "train.schedule",
+         t.schedule, "needs train.max_steps above train.warmup (the cosine reaches 0 at max_steps)")
     need(all(0.0 <= b < 1.0 for b in t.betas), "train.betas", t.betas, "both must be in [0, 1)")
     need(t.eps > 0, "train.eps", t.eps, "must be positive")
     need(0.0 <= t.label_smoothing < 1.0, "train.label_smoothing", t.label_smoothing, "must be in [0, 1)")

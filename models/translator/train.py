@@ -116,14 +116,16 @@ def build(config: Config, vocab_size: int, device: ta.Device) -> Any:
 
 
 def make_optimizer(config: Config, model: Any) -> tuple[Any, Any]:
-    """Adam with the config's betas/eps and the Noam schedule (which sets the lr of every step)."""
+    """Adam with the config's betas/eps and its schedule, which sets the lr of every step: the paper's Noam
+    schedule, or the same warmup and peak followed by a cosine decay to 0 at ``train.max_steps``."""
     t = config.train
     from tinygrad_attn.optim import Adam
-    from tinygrad_attn.optim.lr_scheduler import NoamLR
+    from tinygrad_attn.optim.lr_scheduler import LinearWarmupCosineDecay, NoamLR
 
     optimizer = Adam(model.parameters(), lr=cfg.peak_lr(config), betas=t.betas, eps=t.eps)
-    scheduler = NoamLR(optimizer, d_model=config.model.d_model, warmup=t.warmup, factor=t.lr_factor)
-    return optimizer, scheduler
+    if t.schedule == "cosine":
+        return optimizer, LinearWarmupCosineDecay(optimizer, warmup_steps=t.warmup, total_steps=t.max_steps)
+    return optimizer, NoamLR(optimizer, d_model=config.model.d_model, warmup=t.warmup, factor=t.lr_factor)
 
 
 def _tensor(array: np.ndarray, device: ta.Device) -> ta.Tensor:
@@ -391,8 +393,8 @@ class _Run:
         n_params = sum(p.numel() for p in self.model.parameters())
         log.info("model: preset %s, %s parameters, %s", config.model.preset, f"{n_params:,}",
                  ", ".join(f"{k}={v}" for k, v in config.model_hparams().items()))
-        log.info("optimiser: Adam%s eps=%g, Noam schedule factor %g, warmup %d (peak lr %.3g), label smoothing %g",
-                 tuple(t.betas), t.eps, t.lr_factor, t.warmup, cfg.peak_lr(config), t.label_smoothing)
+        log.info("optimiser: Adam%s eps=%g, %s schedule, warmup %d to peak lr %.3g (factor %g), label smoothing %g",
+                 tuple(t.betas), t.eps, t.schedule, t.warmup, cfg.peak_lr(config), t.lr_factor, t.label_smoothing)
         self.checkpoints = ckpt.CheckpointManager(run_dir, keep_last=t.keep_last)
 
     # -- helpers --

@@ -72,6 +72,8 @@ def test_unknown_key_lists_the_valid_ones(tmp_path):
         ("train.warmup=2.5", r"train\.warmup must be int.*2\.5"),
         ("train.warmup=0", r"train\.warmup = 0 is not allowed"),
         ("model.dropout=1.5", r"model\.dropout = 1\.5 is not allowed.*\[0, 1\)"),
+        ("train.schedule=linear", r"train\.schedule = 'linear' is not allowed: use one of noam, cosine"),
+        ("train.schedule=cosine", r"train\.schedule = 'cosine' is not allowed: needs train\.max_steps above"),
         ("model.attention_dropout=-0.1", r"model\.attention_dropout = -0\.1 is not allowed.*\[0, 1\)"),
         ("train.label_smoothing=-0.1", r"train\.label_smoothing"),
         ("model.norm_first=maybe", r"model\.norm_first must be bool"),
@@ -183,3 +185,20 @@ def test_training_schedule_is_the_documented_one():
         assert optimizer.param_groups[0]["lr"] == pytest.approx(C.noam_lr(cfg, step), rel=1e-12)
         optimizer.step()
         scheduler.step()
+
+
+def test_cosine_schedule_keeps_the_warmup_and_peak_and_ends_at_zero():
+    """schedule=cosine: the same linear warmup to the same peak as Noam, then a half cosine to 0 at max_steps."""
+    import tinygrad_attn as ta
+    from models.translator.train import make_optimizer
+
+    cfg = C.load(overrides=["model.d_model=256", "train.warmup=20", "train.schedule=cosine", "train.max_steps=100"])
+    optimizer, scheduler = make_optimizer(cfg, ta.nn.Linear(2, 2))
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:20] == pytest.approx([C.noam_lr(cfg, n) for n in range(1, 21)], rel=1e-12)  # warmup, peak at 20
+    assert lrs[59] == pytest.approx(C.peak_lr(cfg) / 2, rel=1e-12)  # halfway down the cosine (step 60)
+    assert all(a > b for a, b in zip(lrs[19:], lrs[20:])) and lrs[-1] < 1e-3 * C.peak_lr(cfg)
