@@ -248,7 +248,7 @@ def _hyp(decoder: _Decoder, row: int) -> list[int]:
 
 
 def translate_ids(model: Transformer, sources: Sequence[Sequence[int]], bos_id: int, eos_id: int,
-                  beam_size: int = 1, batch_size: int = 64, alpha: float = 0.6, max_len_a: float = 1.0,
+                  beam_size: int = 1, batch_size: int = 128, alpha: float = 0.6, max_len_a: float = 1.0,
                   max_len_b: int = 50, use_cache: bool = True) -> list[list[int]]:
     """Translate tokenized sources (without ``</s>``): sorted by length, batched, decoded, order restored."""
     batches, order = decode_batches(sources, batch_size, pad_id=model.pad_id, eos_id=eos_id)
@@ -263,7 +263,7 @@ def translate_ids(model: Transformer, sources: Sequence[Sequence[int]], bos_id: 
 
 
 def translate_sentences(model: Transformer, vocab: Any, sentences: Sequence[str], beam_size: int = 1,
-                        batch_size: int = 64, alpha: float = 0.6, max_len_a: float = 1.0, max_len_b: int = 50,
+                        batch_size: int = 128, alpha: float = 0.6, max_len_a: float = 1.0, max_len_b: int = 50,
                         use_cache: bool = True) -> list[str]:
     """Translate sentences of text with ``vocab`` (a ``Vocab``): greedy for ``beam_size=1``, else beam search."""
     if len(vocab) != model.vocab_size:
