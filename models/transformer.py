@@ -67,13 +67,13 @@ __all__ = [
 PRESETS: dict[str, dict[str, Any]] = {
     # 2.41M parameters (1.02M of them the shared embedding). Chosen for "~15 minutes on 2 CPU cores": at
     # D = 128 the tied output projection (D x V per target token) costs about as much as all six layers,
-    # so a narrow model with 3+3 layers buys depth cheaply; it trains ~2.3x as fast as `small` (about 4,700
-    # target tokens/s on a 2-core AMD EPYC). configs/tiny.yaml, 15 minutes there: 32.3 BLEU greedy, 32.7
+    # so a narrow model with 3+3 layers buys depth cheaply; it trains ~2.3x as fast as `small` (about 5,600
+    # target tokens/s on a 2-core AMD EPYC). configs/tiny.yaml, 15 minutes there: 35.3 BLEU greedy, 36.0
     # beam 4 on test_2016_flickr (sacreBLEU, de-en).
     "tiny": dict(d_model=128, n_heads=4, n_encoder_layers=3, n_decoder_layers=3, d_ff=512, dropout=0.1,
                  attention_dropout=0.0),
     # 7.58M parameters (2.05M embedding): the CPU preset worth 35 minutes (configs/small.yaml, same machine,
-    # about 2,000 target tokens/s: 34.7 greedy, 35.0 beam 4 on test_2016_flickr).
+    # about 2,400-2,600 target tokens/s: 37.5 greedy, 38.1 beam 4 on test_2016_flickr).
     "small": dict(d_model=256, n_heads=4, n_encoder_layers=3, n_decoder_layers=3, d_ff=1024, dropout=0.1,
                   attention_dropout=0.0),
     # 48.2M parameters (4.10M embedding): the paper's base model (Table 3, 65M with its 37k vocabulary); GPU.
