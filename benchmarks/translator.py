@@ -416,10 +416,19 @@ def load_everything(args: argparse.Namespace) -> tuple[cfg.Config, Vocab, Any, l
 
 
 def twin_optimizer(config: cfg.Config, twin: Any) -> tuple[Any, Any]:
-    """Adam with the run's betas/eps and the Noam schedule, as ``train.make_optimizer`` makes ours."""
+    """Adam with the run's betas/eps and the run's schedule (Noam or cosine), as ``train.make_optimizer`` makes
+    ours: the lr of each step is read off our own scheduler, so the two cannot drift apart."""
+    from models.translator.train import make_optimizer
+
     t, peak = config.train, cfg.peak_lr(config)
+    _, ours = make_optimizer(config, ta.nn.Linear(1, 1))
+
+    def our_lr(step: int) -> float:  # the lr of 0-based step ``step``
+        ours.last_epoch = step
+        return ours.get_lr()[0]
+
     optimizer = torch.optim.Adam(twin.parameters(), lr=peak, betas=tuple(t.betas), eps=t.eps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cfg.noam_lr(config, step + 1) / peak)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: our_lr(step) / peak)
     return optimizer, scheduler
 
 

@@ -97,13 +97,13 @@ class CrossEntropy(Function):
             return grad
         # Nothing will differentiate this gradient: compute it in one (N, C) buffer, block by block of rows.
         c = g.data * self.scale  # the upstream gradient of each row's loss: a scalar, or one per row
-        x, log_p_shift = x.data, m.data + log_total.data  # log p = x - log_p_shift, per row
+        logits, log_p_shift = x.data, m.data + log_total.data  # log p = logits - log_p_shift, per row
         p_scale = (c * p_coef)[:, None]
         spread_rows = (c * spread)[:, None] if e else None
-        grad = xp.empty_like(x)
-        for b in row_blocks(n_rows, n_classes * x.itemsize, x):
+        grad = xp.empty_like(logits)
+        for b in row_blocks(n_rows, n_classes * logits.itemsize, logits):
             block = grad[b]
-            xp.subtract(x[b], log_p_shift[b, None], out=block)
+            xp.subtract(logits[b], log_p_shift[b, None], out=block)
             xp.exp(block, out=block)  # p
             block *= p_scale[b]
             if e:

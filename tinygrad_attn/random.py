@@ -57,6 +57,7 @@ def dropout_mask(shape: tuple[int, ...], p: float, like: Any) -> Any:
     Keeping the scale inside the mask makes dropout one multiply forward and one backward (dL/dx = g * mask),
     at the price of a float mask where booleans would take a quarter of the memory."""
     device = device_of(like)
+    xp = module_for(device)
     u = generator(device).random(shape, dtype=np.float32)
-    mask = u if like.dtype == np.float32 else module_for(device).empty(shape, dtype=like.dtype)
-    return module_for(device).multiply(u >= p, 0.0 if p == 1 else 1.0 / (1.0 - p), out=mask, dtype=mask.dtype)
+    mask = u if like.dtype == np.float32 else xp.empty(shape, dtype=like.dtype)  # u's buffer, where it fits
+    return xp.multiply(u >= p, 0.0 if p == 1 else 1.0 / (1.0 - p), out=mask, dtype=mask.dtype)
