@@ -132,15 +132,25 @@ class KVBuffer:
         self.length += t
         return ta.from_numpy(self.k[:, :, : self.length]), ta.from_numpy(self.v[:, :, : self.length])
 
-    def reorder(self, index: Any) -> None:
-        """Keep rows ``index`` of the batch, in that order (beam search's reshuffles, finished sentences)."""
-        if self.k is not None:
-            used = self.length
-            k = array_module(self.k).empty((len(index),) + self.k.shape[1:], dtype=self.k.dtype)
-            v = array_module(self.k).empty_like(k)
-            k[:, :, :used] = self.k[index, :, :used]  # only the positions decoded so far, not the capacity
-            v[:, :, :used] = self.v[index, :, :used]
-            self.k, self.v = k, v
+    def reorder(self, index: np.ndarray) -> None:
+        """Keep rows ``index`` (a NumPy integer array) of the batch, in that order (beam search's reshuffles,
+        finished sentences). Only the positions decoded so far are copied, not the spare capacity."""
+        if self.k is None:
+            return
+        used = self.length
+        if len(index) == self.k.shape[0]:  # a permutation (with repeats): rewrite only the rows that change
+            moved = np.flatnonzero(index != np.arange(len(index)))
+            if len(moved):
+                source, moved = _on_device_of(index[moved], self.k), _on_device_of(moved, self.k)
+                self.k[moved, :, :used] = self.k[source, :, :used]  # the right side is a copy: read before written
+                self.v[moved, :, :used] = self.v[source, :, :used]
+            return
+        index = _on_device_of(index, self.k)
+        k = array_module(self.k).empty((len(index),) + self.k.shape[1:], dtype=self.k.dtype)
+        v = array_module(self.k).empty_like(k)
+        k[:, :, :used] = self.k[index, :, :used]
+        v[:, :, :used] = self.v[index, :, :used]
+        self.k, self.v = k, v
 
 
 class DecoderCache:
@@ -163,7 +173,7 @@ class DecoderCache:
         keys/values alone: right when rows are only shuffled among copies of the same sentence (beams)."""
         index = np.asarray(index)
         for buffer in self.self_attention.values():
-            buffer.reorder(_on_device_of(index, buffer.k))
+            buffer.reorder(index)
         if cross:
             for layer, (k, v) in self.cross_attention.items():
                 idx = _on_device_of(index, k)

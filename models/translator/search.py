@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 import tinygrad_attn as ta
-import tinygrad_attn.functional as F
 from models.transformer import Transformer
 from models.translator.batching import decode_batches, restore_order
 
@@ -60,10 +59,6 @@ class _Decoder:
         else:
             h = self.model.decode_hidden(self.tokens, self.memory, self.src_keep)[:, -1:]
         return self.model.project(h)[:, 0]  # the vocabulary projection only where it is needed: the last position
-
-    def log_probs(self) -> np.ndarray:
-        """(R, V) float32: log p(next token | source, prefix) for every row."""
-        return F.log_softmax(self.logits(), dim=-1).numpy()
 
     def advance(self, tokens: np.ndarray, rows: np.ndarray | None = None, same_sources: bool = True) -> None:
         """Continue row ``rows[i]`` with ``tokens[i]`` as new row i (``rows=None``: every row, in place).
@@ -166,6 +161,7 @@ def beam_search(model: Transformer, src: np.ndarray, bos_id: int, eos_id: int, b
         decoder = _Decoder(model, memory, src_keep, bos_id, use_cache, copies=k)  # k rows (beams) per sentence
         alive = np.arange(B)  # the sentence of each group of k rows
         running = np.ones(B, dtype=bool)  # sentences still searching (done ones stay until compaction)
+        n_finished = np.zeros(B, dtype=np.int64)  # finished hypotheses of each sentence
         # Summed log-probabilities of the live beams. At the start all k beams are the same "<s>": let only
         # the first one expand, or the beam would fill with k copies of one hypothesis.
         score = np.full((B, k), -np.inf)
@@ -173,40 +169,39 @@ def beam_search(model: Transformer, src: np.ndarray, bos_id: int, eos_id: int, b
         for step in range(int(max_len.max())):
             length = step + 1  # tokens generated once this step's token is added
             n = len(alive)
-            logp = decoder.log_probs()  # (n * k, V)
-            V = logp.shape[1]
+            logits = decoder.logits().numpy()  # (n * k, V)
+            V = logits.shape[1]
             # The 2k best continuations of each sentence (at most k of them end in </s>, one per beam) are
             # among the 2k best tokens of each of its beams: select those first, then add the beams'
             # scores (in float64, so that sums of float32 log-probabilities neither round nor tie).
-            tokens, token_logp = _top(logp, 2 * k)  # (n * k, 2k) each
+            tokens, token_logp = _top_log_probs(logits, 2 * k)  # (n * k, 2k) each
             total = score.reshape(-1, 1) + token_logp.astype(np.float64)
             flat = ((np.arange(n * k) % k)[:, None] * V + tokens).reshape(n, -1)  # beam * V + token
             total = total.reshape(n, -1)
             pick = np.lexsort((flat, -total), axis=1)[:, : 2 * k]  # best first; ties: lower beam, then token
             best, candidates = np.take_along_axis(flat, pick, axis=1), np.take_along_axis(total, pick, axis=1)
-            # Each row's next (source row, token, score); a done sentence's rows idle on </s> until compaction.
-            next_rows = np.arange(n * k)
-            next_tokens = np.full(n * k, eos_id, dtype=np.int64)
-            next_score = np.full(n * k, -np.inf)
-            for i in np.flatnonzero(running):
-                sentence = alive[i]
-                beams: list[tuple[int, int, float]] = []  # (row, token, score) of the continuing beams
-                for rank, (f, s) in enumerate(zip(best[i].tolist(), candidates[i].tolist())):
-                    row, token = i * k + f // V, f % V
-                    if token == eos_id:
-                        if rank < k and s > -np.inf:
-                            finished[sentence].append((s / length_penalty(length, alpha), _hyp(decoder, row)))
-                    elif len(beams) < k:
-                        beams.append((row, token, s))
-                if len(finished[sentence]) >= k:
-                    running[i] = False
-                elif length >= max_len[sentence]:  # out of room: the live beams end here as they are
-                    finished[sentence].extend((s / length_penalty(length, alpha), _hyp(decoder, row) + [token])
-                                              for row, token, s in beams if s > -np.inf)
-                    running[i] = False
-                else:
-                    for j, (row, token, s) in enumerate(beams):
-                        next_rows[i * k + j], next_tokens[i * k + j], next_score[i * k + j] = row, token, s
+            row = np.arange(n)[:, None] * k + best // V  # (n, 2k): the beam (row) each candidate extends
+            token = best % V
+            ends = token == eos_id
+            # A candidate ending in </s> among the top k finishes its hypothesis (one ranked lower is beaten
+            # by k live beams). This Python loop runs about k times per sentence in all, not every step.
+            finishing = ends & running[:, None] & (np.arange(2 * k) < k) & (candidates > -np.inf)
+            for i, j in zip(*np.nonzero(finishing)):
+                hypothesis = _hyp(decoder, row[i, j])
+                finished[alive[i]].append((candidates[i, j] / length_penalty(length, alpha), hypothesis))
+            n_finished += finishing.sum(axis=1)
+            # The k best candidates that do not end are the next beams (2k hold at least k of them).
+            kept = np.argsort(ends, axis=1, kind="stable")[:, :k]
+            next_rows, next_tokens, next_score = (np.take_along_axis(a, kept, axis=1) for a in (row, token, candidates))
+            for i in np.flatnonzero(running & (n_finished < k) & (length >= max_len[alive])):
+                # Out of room: the live beams end here as they are.
+                finished[alive[i]].extend((s / length_penalty(length, alpha), _hyp(decoder, r) + [int(t)])
+                                          for r, t, s in zip(next_rows[i], next_tokens[i], next_score[i])
+                                          if s > -np.inf)
+                n_finished[i] = k
+            running &= n_finished < k
+            next_tokens[~running], next_score[~running] = eos_id, -np.inf  # done: idle on </s> until compaction
+            next_rows, next_tokens, next_score = next_rows.reshape(-1), next_tokens.reshape(-1), next_score.reshape(-1)
             if not running.any():
                 break
             if running.mean() <= 1 - COMPACT_AT:
@@ -214,10 +209,26 @@ def beam_search(model: Transformer, src: np.ndarray, bos_id: int, eos_id: int, b
                 rows = (keep[:, None] * k + np.arange(k)).reshape(-1)
                 decoder.advance(next_tokens[rows], next_rows[rows], same_sources=False)
                 alive, running, score = alive[keep], running[keep], next_score[rows].reshape(len(keep), k)
+                n_finished = n_finished[keep]
             else:
                 decoder.advance(next_tokens, next_rows, same_sources=True)
                 score = next_score.reshape(n, k)
     return [max(hyps, key=lambda h: h[0])[1] if hyps else [] for hyps in finished]
+
+
+def _top_log_probs(logits: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n most probable tokens of each row of ``logits`` (R, V) and their log-probabilities, best first.
+
+    log p = logit - logsumexp(row) shifts a whole row by one number, so the ranking is read off the logits
+    and only the n picked entries are normalised (a full log_softmax would write all R x V of them).
+    Overwrites the picked entries of ``logits``."""
+    peak = logits.max(axis=1, keepdims=True)
+    exp = np.subtract(logits, peak)
+    np.exp(exp, out=exp)
+    log_normaliser = peak + np.log(exp.sum(axis=1, keepdims=True))  # logsumexp, stable: the max is factored out
+    del exp
+    tokens, values = _top(logits, n)
+    return tokens, values - log_normaliser
 
 
 def _top(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
