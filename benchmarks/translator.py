@@ -124,7 +124,7 @@ from models.transformer import PositionalEncoding  # noqa: E402
 from models.translator import config as cfg  # noqa: E402
 from models.translator.batching import Batch, TokenBatcher, decode_batches, restore_order  # noqa: E402
 from models.translator.data import load_split  # noqa: E402
-from models.translator.search import COMPACT_AT, length_penalty, translate_ids  # noqa: E402
+from models.translator.search import beam_loop, greedy_loop, translate_ids  # noqa: E402
 from models.translator.vocab import BOS_ID, EOS_ID, PAD_ID, Vocab  # noqa: E402
 
 torch: Any = None
@@ -576,24 +576,24 @@ def bench_training(runners: dict[str, Any], warmup: int, n: int, pause: float = 
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 2. Decoding: the twin runs search.py's algorithm (greedy_decode / beam_search) on PyTorch tensors
+# 2. Decoding: the twin runs search.py's own loops (greedy_loop / beam_loop) over a decoder of PyTorch tensors
 # ---------------------------------------------------------------------------------------------------------
 
 
 class TwinDecoder:
-    """search._Decoder for the twin: the prefixes of R rows, next-token log-probabilities, advance."""
+    """search._Decoder for the twin: the prefixes of R rows, their next-token logits, advance."""
 
     def __init__(self, model: Any, memory: Any, src_keep: Any, use_cache: bool) -> None:
         self.model, self.memory, self.src_keep = model, memory, src_keep
         self.cache = TwinCache() if use_cache else None
         self.tokens = np.full((memory.shape[0], 1), BOS_ID, dtype=np.int64)
 
-    def log_probs(self) -> Any:
+    def logits(self) -> Any:
         if self.cache is not None:
             h = self.model.decode_hidden(torch.from_numpy(self.tokens[:, -1:]), self.memory, self.src_keep, self.cache)
         else:
             h = self.model.decode_hidden(torch.from_numpy(self.tokens), self.memory, self.src_keep)[:, -1:]
-        return torch.log_softmax(self.model.project(h)[:, 0], dim=-1)
+        return self.model.project(h)[:, 0]
 
     def advance(self, tokens: np.ndarray, rows: np.ndarray | None = None, same_sources: bool = True) -> None:
         if rows is None:
@@ -613,84 +613,19 @@ def _max_lengths(src: np.ndarray, a: float, b: int) -> np.ndarray:
 
 def twin_greedy(model: Any, src: np.ndarray, use_cache: bool, max_len_a: float = 1.0,
                 max_len_b: int = 50) -> list[list[int]]:
-    """search.greedy_decode, line for line, on the twin."""
-    B = src.shape[0]
-    max_len = _max_lengths(src, max_len_a, max_len_b)
-    outputs: list[list[int]] = [[] for _ in range(B)]
+    """search.greedy_decode on the twin: the same loop (``search.greedy_loop``) over the twin's decoder."""
     memory, src_keep = model.encode(torch.from_numpy(src))
-    decoder = TwinDecoder(model, memory, src_keep, use_cache)
-    alive, running = np.arange(B), np.ones(B, dtype=bool)
-    for step in range(int(max_len.max())):
-        token = decoder.log_probs().argmax(dim=1).numpy()
-        for row in np.flatnonzero(running & (token != EOS_ID)):
-            outputs[alive[row]].append(int(token[row]))
-        running &= (token != EOS_ID) & (step + 1 < max_len[alive])
-        if not running.any():
-            break
-        if running.mean() <= 1 - COMPACT_AT:
-            rows = np.flatnonzero(running)
-            decoder.advance(token[rows], rows, same_sources=False)
-            alive, running = alive[rows], running[rows]
-        else:
-            decoder.advance(token)
-    return outputs
+    return greedy_loop(TwinDecoder(model, memory, src_keep, use_cache), _max_lengths(src, max_len_a, max_len_b),
+                       EOS_ID)
 
 
 def twin_beam(model: Any, src: np.ndarray, use_cache: bool, k: int = 4, alpha: float = 0.6, max_len_a: float = 1.0,
               max_len_b: int = 50) -> list[list[int]]:
-    """search.beam_search on the twin (its per-token top-2k with ``torch.topk``)."""
-    B = src.shape[0]
-    max_len = _max_lengths(src, max_len_a, max_len_b)
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]
+    """search.beam_search on the twin: the same loop (``search.beam_loop``) over the twin's decoder."""
     memory, src_keep = model.encode(torch.from_numpy(src))
-    rows = torch.from_numpy(np.repeat(np.arange(B), k))
+    rows = torch.from_numpy(np.repeat(np.arange(src.shape[0]), k))
     decoder = TwinDecoder(model, memory[rows], src_keep[rows], use_cache)
-    alive, running = np.arange(B), np.ones(B, dtype=bool)
-    score = np.full((B, k), -np.inf)
-    score[:, 0] = 0.0
-    hyp = lambda row: [int(t) for t in decoder.tokens[row, 1:]]  # noqa: E731
-    for step in range(int(max_len.max())):
-        length, n = step + 1, len(alive)
-        logp = decoder.log_probs()
-        V = logp.shape[1]
-        token_logp, tokens = (a.numpy() for a in logp.topk(2 * k, dim=1))
-        total = (score.reshape(-1, 1) + token_logp.astype(np.float64)).reshape(n, -1)
-        flat = ((np.arange(n * k) % k)[:, None] * V + tokens).reshape(n, -1)
-        pick = np.lexsort((flat, -total), axis=1)[:, : 2 * k]
-        best, candidates = np.take_along_axis(flat, pick, axis=1), np.take_along_axis(total, pick, axis=1)
-        next_rows = np.arange(n * k)
-        next_tokens = np.full(n * k, EOS_ID, dtype=np.int64)
-        next_score = np.full(n * k, -np.inf)
-        for i in np.flatnonzero(running):
-            sentence = alive[i]
-            beams: list[tuple[int, int, float]] = []
-            for rank, (f, s) in enumerate(zip(best[i].tolist(), candidates[i].tolist())):
-                row, token = i * k + f // V, f % V
-                if token == EOS_ID:
-                    if rank < k and s > -np.inf:
-                        finished[sentence].append((s / length_penalty(length, alpha), hyp(row)))
-                elif len(beams) < k:
-                    beams.append((row, token, s))
-            if len(finished[sentence]) >= k:
-                running[i] = False
-            elif length >= max_len[sentence]:
-                finished[sentence].extend((s / length_penalty(length, alpha), hyp(row) + [token])
-                                          for row, token, s in beams if s > -np.inf)
-                running[i] = False
-            else:
-                for j, (row, token, s) in enumerate(beams):
-                    next_rows[i * k + j], next_tokens[i * k + j], next_score[i * k + j] = row, token, s
-        if not running.any():
-            break
-        if running.mean() <= 1 - COMPACT_AT:
-            keep = np.flatnonzero(running)
-            rows_kept = (keep[:, None] * k + np.arange(k)).reshape(-1)
-            decoder.advance(next_tokens[rows_kept], next_rows[rows_kept], same_sources=False)
-            alive, running, score = alive[keep], running[keep], next_score[rows_kept].reshape(len(keep), k)
-        else:
-            decoder.advance(next_tokens, next_rows, same_sources=True)
-            score = next_score.reshape(n, k)
-    return [max(hyps, key=lambda h: h[0])[1] if hyps else [] for hyps in finished]
+    return beam_loop(decoder, _max_lengths(src, max_len_a, max_len_b), EOS_ID, k, alpha)
 
 
 def twin_translate_ids(model: Any, sources: list[list[int]], beam: int, batch_size: int, use_cache: bool,

@@ -31,7 +31,7 @@ import tinygrad_attn as ta
 from models.transformer import Transformer
 from models.translator.batching import decode_batches, restore_order
 
-__all__ = ["greedy_decode", "beam_search", "translate_sentences", "translate_ids", "attention_maps"]
+__all__ = ["greedy_decode", "beam_search", "greedy_loop", "beam_loop", "translate_sentences", "translate_ids", "attention_maps"]
 
 
 class _Decoder:
@@ -112,29 +112,34 @@ def greedy_decode(model: Transformer, src: np.ndarray, bos_id: int, eos_id: int,
     """Greedy decoding of a batch: ``src`` (B, S) int ids (padded with the model's pad id, each row ending
     in ``</s>``) -> B lists of output ids (without ``<s>``/``</s>``)."""
     src, src_len = _source(model, src)
-    B = src.shape[0]
-    max_len = _max_lengths(src_len, max_len_a, max_len_b)
-    outputs: list[list[int]] = [[] for _ in range(B)]
-    if B == 0:
-        return outputs
+    if src.shape[0] == 0:
+        return []
     with _EvalMode(model):
         memory, src_keep = model.encode(src)
         decoder = _Decoder(model, memory, src_keep, bos_id, use_cache)
-        alive = np.arange(B)  # the sentence of each row
-        running = np.ones(B, dtype=bool)  # rows still decoding (finished rows stay until the batch is compacted)
-        for step in range(int(max_len.max())):
-            token = decoder.logits().argmax(dim=-1).numpy()
-            for row in np.flatnonzero(running & (token != eos_id)):
-                outputs[alive[row]].append(int(token[row]))
-            running &= (token != eos_id) & (step + 1 < max_len[alive])
-            if not running.any():
-                break
-            if running.mean() <= 1 - COMPACT_AT:
-                rows = np.flatnonzero(running)
-                decoder.advance(token[rows], rows, same_sources=False)
-                alive, running = alive[rows], running[rows]
-            else:
-                decoder.advance(token)
+        return greedy_loop(decoder, _max_lengths(src_len, max_len_a, max_len_b), eos_id)
+
+
+def greedy_loop(decoder: Any, max_len: np.ndarray, eos_id: int) -> list[list[int]]:
+    """The greedy loop on any decoder of B rows with ``logits()`` (a tensor with ``argmax`` and ``numpy``),
+    ``advance`` and ``tokens`` like ``_Decoder`` (the benchmark's PyTorch twin runs it too); ``max_len`` (B,)."""
+    B = len(max_len)
+    outputs: list[list[int]] = [[] for _ in range(B)]
+    alive = np.arange(B)  # the sentence of each row
+    running = np.ones(B, dtype=bool)  # rows still decoding (finished rows stay until the batch is compacted)
+    for step in range(int(max_len.max())):
+        token = decoder.logits().argmax(dim=-1).numpy()
+        for row in np.flatnonzero(running & (token != eos_id)):
+            outputs[alive[row]].append(int(token[row]))
+        running &= (token != eos_id) & (step + 1 < max_len[alive])
+        if not running.any():
+            break
+        if running.mean() <= 1 - COMPACT_AT:
+            rows = np.flatnonzero(running)
+            decoder.advance(token[rows], rows, same_sources=False)
+            alive, running = alive[rows], running[rows]
+        else:
+            decoder.advance(token)
     return outputs
 
 
@@ -151,68 +156,73 @@ def beam_search(model: Transformer, src: np.ndarray, bos_id: int, eos_id: int, b
     if beam_size < 1:
         raise ValueError(f"beam_search: beam_size must be at least 1, got {beam_size}")
     src, src_len = _source(model, src)
-    B, k = src.shape[0], beam_size
-    max_len = _max_lengths(src_len, max_len_a, max_len_b)
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]  # (score, tokens) per sentence
-    if B == 0:
+    if src.shape[0] == 0:
         return []
     with _EvalMode(model):
         memory, src_keep = model.encode(src)
-        decoder = _Decoder(model, memory, src_keep, bos_id, use_cache, copies=k)  # k rows (beams) per sentence
-        alive = np.arange(B)  # the sentence of each group of k rows
-        running = np.ones(B, dtype=bool)  # sentences still searching (done ones stay until compaction)
-        n_finished = np.zeros(B, dtype=np.int64)  # finished hypotheses of each sentence
-        # Summed log-probabilities of the live beams. At the start all k beams are the same "<s>": let only
-        # the first one expand, or the beam would fill with k copies of one hypothesis.
-        score = np.full((B, k), -np.inf)
-        score[:, 0] = 0.0
-        for step in range(int(max_len.max())):
-            length = step + 1  # tokens generated once this step's token is added
-            n = len(alive)
-            logits = decoder.logits().numpy()  # (n * k, V)
-            V = logits.shape[1]
-            # The 2k best continuations of each sentence (at most k of them end in </s>, one per beam) are
-            # among the 2k best tokens of each of its beams: select those first, then add the beams'
-            # scores (in float64, so that sums of float32 log-probabilities neither round nor tie).
-            tokens, token_logp = _top_log_probs(logits, 2 * k)  # (n * k, 2k) each
-            total = score.reshape(-1, 1) + token_logp.astype(np.float64)
-            flat = ((np.arange(n * k) % k)[:, None] * V + tokens).reshape(n, -1)  # beam * V + token
-            total = total.reshape(n, -1)
-            pick = np.lexsort((flat, -total), axis=1)[:, : 2 * k]  # best first; ties: lower beam, then token
-            best, candidates = np.take_along_axis(flat, pick, axis=1), np.take_along_axis(total, pick, axis=1)
-            row = np.arange(n)[:, None] * k + best // V  # (n, 2k): the beam (row) each candidate extends
-            token = best % V
-            ends = token == eos_id
-            # A candidate ending in </s> among the top k finishes its hypothesis (one ranked lower is beaten
-            # by k live beams). This Python loop runs about k times per sentence in all, not every step.
-            finishing = ends & running[:, None] & (np.arange(2 * k) < k) & (candidates > -np.inf)
-            for i, j in zip(*np.nonzero(finishing)):
-                hypothesis = _hyp(decoder, row[i, j])
-                finished[alive[i]].append((candidates[i, j] / length_penalty(length, alpha), hypothesis))
-            n_finished += finishing.sum(axis=1)
-            # The k best candidates that do not end are the next beams (2k hold at least k of them).
-            kept = np.argsort(ends, axis=1, kind="stable")[:, :k]
-            next_rows, next_tokens, next_score = (np.take_along_axis(a, kept, axis=1) for a in (row, token, candidates))
-            for i in np.flatnonzero(running & (n_finished < k) & (length >= max_len[alive])):
-                # Out of room: the live beams end here as they are.
-                finished[alive[i]].extend((s / length_penalty(length, alpha), _hyp(decoder, r) + [int(t)])
-                                          for r, t, s in zip(next_rows[i], next_tokens[i], next_score[i])
-                                          if s > -np.inf)
-                n_finished[i] = k
-            running &= n_finished < k
-            next_tokens[~running], next_score[~running] = eos_id, -np.inf  # done: idle on </s> until compaction
-            next_rows, next_tokens, next_score = next_rows.reshape(-1), next_tokens.reshape(-1), next_score.reshape(-1)
-            if not running.any():
-                break
-            if running.mean() <= 1 - COMPACT_AT:
-                keep = np.flatnonzero(running)
-                rows = (keep[:, None] * k + np.arange(k)).reshape(-1)
-                decoder.advance(next_tokens[rows], next_rows[rows], same_sources=False)
-                alive, running, score = alive[keep], running[keep], next_score[rows].reshape(len(keep), k)
-                n_finished = n_finished[keep]
-            else:
-                decoder.advance(next_tokens, next_rows, same_sources=True)
-                score = next_score.reshape(n, k)
+        decoder = _Decoder(model, memory, src_keep, bos_id, use_cache, copies=beam_size)  # k rows per sentence
+        return beam_loop(decoder, _max_lengths(src_len, max_len_a, max_len_b), eos_id, beam_size, alpha)
+
+
+def beam_loop(decoder: Any, max_len: np.ndarray, eos_id: int, k: int, alpha: float) -> list[list[int]]:
+    """The beam search loop on any decoder of B * k rows (each sentence's k beams together) with ``logits()``,
+    ``advance`` and ``tokens`` like ``_Decoder`` (the benchmark's PyTorch twin runs it too); ``max_len`` (B,)."""
+    B = len(max_len)
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]  # (score, tokens) per sentence
+    alive = np.arange(B)  # the sentence of each group of k rows
+    running = np.ones(B, dtype=bool)  # sentences still searching (done ones stay until compaction)
+    n_finished = np.zeros(B, dtype=np.int64)  # finished hypotheses of each sentence
+    # Summed log-probabilities of the live beams. At the start all k beams are the same "<s>": let only
+    # the first one expand, or the beam would fill with k copies of one hypothesis.
+    score = np.full((B, k), -np.inf)
+    score[:, 0] = 0.0
+    for step in range(int(max_len.max())):
+        length = step + 1  # tokens generated once this step's token is added
+        n = len(alive)
+        logits = decoder.logits().numpy()  # (n * k, V)
+        V = logits.shape[1]
+        # The 2k best continuations of each sentence (at most k of them end in </s>, one per beam) are
+        # among the 2k best tokens of each of its beams: select those first, then add the beams'
+        # scores (in float64, so that sums of float32 log-probabilities neither round nor tie).
+        tokens, token_logp = _top_log_probs(logits, 2 * k)  # (n * k, 2k) each
+        total = score.reshape(-1, 1) + token_logp.astype(np.float64)
+        flat = ((np.arange(n * k) % k)[:, None] * V + tokens).reshape(n, -1)  # beam * V + token
+        total = total.reshape(n, -1)
+        pick = np.lexsort((flat, -total), axis=1)[:, : 2 * k]  # best first; ties: lower beam, then token
+        best, candidates = np.take_along_axis(flat, pick, axis=1), np.take_along_axis(total, pick, axis=1)
+        row = np.arange(n)[:, None] * k + best // V  # (n, 2k): the beam (row) each candidate extends
+        token = best % V
+        ends = token == eos_id
+        # A candidate ending in </s> among the top k finishes its hypothesis (one ranked lower is beaten
+        # by k live beams). This Python loop runs about k times per sentence in all, not every step.
+        finishing = ends & running[:, None] & (np.arange(2 * k) < k) & (candidates > -np.inf)
+        for i, j in zip(*np.nonzero(finishing)):
+            hypothesis = _hyp(decoder, row[i, j])
+            finished[alive[i]].append((candidates[i, j] / length_penalty(length, alpha), hypothesis))
+        n_finished += finishing.sum(axis=1)
+        # The k best candidates that do not end are the next beams (2k hold at least k of them).
+        kept = np.argsort(ends, axis=1, kind="stable")[:, :k]
+        next_rows, next_tokens, next_score = (np.take_along_axis(a, kept, axis=1) for a in (row, token, candidates))
+        for i in np.flatnonzero(running & (n_finished < k) & (length >= max_len[alive])):
+            # Out of room: the live beams end here as they are.
+            finished[alive[i]].extend((s / length_penalty(length, alpha), _hyp(decoder, r) + [int(t)])
+                                      for r, t, s in zip(next_rows[i], next_tokens[i], next_score[i])
+                                      if s > -np.inf)
+            n_finished[i] = k
+        running &= n_finished < k
+        next_tokens[~running], next_score[~running] = eos_id, -np.inf  # done: idle on </s> until compaction
+        next_rows, next_tokens, next_score = next_rows.reshape(-1), next_tokens.reshape(-1), next_score.reshape(-1)
+        if not running.any():
+            break
+        if running.mean() <= 1 - COMPACT_AT:
+            keep = np.flatnonzero(running)
+            rows = (keep[:, None] * k + np.arange(k)).reshape(-1)
+            decoder.advance(next_tokens[rows], next_rows[rows], same_sources=False)
+            alive, running, score = alive[keep], running[keep], next_score[rows].reshape(len(keep), k)
+            n_finished = n_finished[keep]
+        else:
+            decoder.advance(next_tokens, next_rows, same_sources=True)
+            score = next_score.reshape(n, k)
     return [max(hyps, key=lambda h: h[0])[1] if hyps else [] for hyps in finished]
 
 
