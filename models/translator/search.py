@@ -17,7 +17,8 @@ stop at ``max_len_a * source length + max_len_b`` tokens (source length counting
 defaults give "source length + 50"). With ``use_cache=True`` (the default) every step feeds only the
 newest token and the model's ``DecoderCache`` holds the keys and values of earlier positions; with
 ``use_cache=False`` every step recomputes the decoder over the whole prefix (slower; for tests and
-benchmarks). Outputs never include ``<s>`` or ``</s>``.
+benchmarks). Outputs never include ``<s>`` or ``</s>``. The loops themselves (``greedy_loop``, ``beam_loop``)
+need only a decoder with ``logits()``, ``advance()`` and ``tokens``, so the benchmark's PyTorch twin runs them too.
 """
 
 from __future__ import annotations
