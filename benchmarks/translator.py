@@ -368,7 +368,10 @@ def check_twin(ours: Any, twin: Any, batch: Batch, label_smoothing: float) -> di
     twin.zero_grad(set_to_none=True)
     result = {"loss_ours": ours_loss, "loss_torch": torch_loss,
               "loss_rel_diff": abs(ours_loss - torch_loss) / abs(torch_loss), "grad_rel_diff": worst}
-    if result["loss_rel_diff"] > 1e-5 or worst > 1e-3:
+    # A model that differs shows up in the loss and as O(1) gradient differences. With trained weights a few
+    # ReLU inputs sit within rounding of 0, and the two frameworks gate them differently: measured 2e-3 on one
+    # hidden unit of `small` (7e-5 with random weights), hence the gradient tolerance of 1e-2.
+    if result["loss_rel_diff"] > 1e-5 or worst > 1e-2:
         raise SystemExit(f"the twin is not the same model: {result}")
     return result
 
