@@ -124,7 +124,7 @@ from models.transformer import PositionalEncoding  # noqa: E402
 from models.translator import config as cfg  # noqa: E402
 from models.translator.batching import Batch, TokenBatcher, decode_batches, restore_order  # noqa: E402
 from models.translator.data import load_split  # noqa: E402
-from models.translator.search import beam_loop, greedy_loop, translate_ids  # noqa: E402
+from models.translator.search import beam_loop, greedy_loop, max_output_lengths, translate_ids  # noqa: E402
 from models.translator.vocab import BOS_ID, EOS_ID, PAD_ID, Vocab  # noqa: E402
 
 torch: Any = None
@@ -611,7 +611,7 @@ class TwinDecoder:
 
 
 def _max_lengths(src: np.ndarray, a: float, b: int) -> np.ndarray:
-    return np.maximum(1, np.floor(a * (src != PAD_ID).sum(axis=1) + b)).astype(np.int64)
+    return max_output_lengths((src != PAD_ID).sum(axis=1), a, b)
 
 
 def twin_greedy(model: Any, src: np.ndarray, use_cache: bool, max_len_a: float = 1.0,

@@ -32,7 +32,8 @@ import tinygrad_attn as ta
 from models.transformer import Transformer
 from models.translator.batching import decode_batches, restore_order
 
-__all__ = ["greedy_decode", "beam_search", "greedy_loop", "beam_loop", "translate_sentences", "translate_ids", "attention_maps"]
+__all__ = ["greedy_decode", "beam_search", "greedy_loop", "beam_loop", "max_output_lengths", "translate_sentences",
+           "translate_ids", "attention_maps"]
 
 
 class _Decoder:
@@ -88,7 +89,8 @@ def _source(model: Transformer, src: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return src.astype(np.int64, copy=False), (src != model.pad_id).sum(axis=1)
 
 
-def _max_lengths(src_len: np.ndarray, max_len_a: float, max_len_b: int) -> np.ndarray:
+def max_output_lengths(src_len: np.ndarray, max_len_a: float, max_len_b: int) -> np.ndarray:
+    """The longest output of each sentence: ``max_len_a * source length + max_len_b`` tokens, at least 1."""
     return np.maximum(1, np.floor(max_len_a * src_len + max_len_b)).astype(np.int64)
 
 
@@ -118,7 +120,7 @@ def greedy_decode(model: Transformer, src: np.ndarray, bos_id: int, eos_id: int,
     with _EvalMode(model):
         memory, src_keep = model.encode(src)
         decoder = _Decoder(model, memory, src_keep, bos_id, use_cache)
-        return greedy_loop(decoder, _max_lengths(src_len, max_len_a, max_len_b), eos_id)
+        return greedy_loop(decoder, max_output_lengths(src_len, max_len_a, max_len_b), eos_id)
 
 
 def greedy_loop(decoder: Any, max_len: np.ndarray, eos_id: int) -> list[list[int]]:
@@ -162,7 +164,7 @@ def beam_search(model: Transformer, src: np.ndarray, bos_id: int, eos_id: int, b
     with _EvalMode(model):
         memory, src_keep = model.encode(src)
         decoder = _Decoder(model, memory, src_keep, bos_id, use_cache, copies=beam_size)  # k rows per sentence
-        return beam_loop(decoder, _max_lengths(src_len, max_len_a, max_len_b), eos_id, beam_size, alpha)
+        return beam_loop(decoder, max_output_lengths(src_len, max_len_a, max_len_b), eos_id, beam_size, alpha)
 
 
 def beam_loop(decoder: Any, max_len: np.ndarray, eos_id: int, k: int, alpha: float) -> list[list[int]]:
