@@ -30,7 +30,10 @@ default: every core; it sets OMP/OpenBLAS/MKL thread counts before NumPy loads a
    split), the same batch for both at each step. ``--warmup`` untimed steps, then ``--steps`` timed ones,
    ours and the twin's alternating (which one goes first alternates too), so machine load hits both alike;
    ``--pause`` seconds of idle before each timed call let the other framework's spinning threads sleep.
-   Reported: the median over steps of (target tokens / step time), and all tokens / all time.
+   Reported: the median over steps of (target tokens / step time), and all tokens / all time. With
+   ``--workers N`` our batches are shared by N processes of one BLAS thread each (``train.workers``, data
+   parallel: ``models/translator/parallel.py``), the way ``configs/small.yaml`` trains; the twin keeps one
+   process with ``--threads`` threads.
 2. **Decoding**, sentences per second, batched (``--decode-batch`` sentences, sorted by length), greedy and
    beam 4, with and without the key/value cache, on the first ``--decode-sentences`` val sentences. Ours is
    ``models.translator.search.translate_ids``. The twin runs the *same search algorithm* (same length limit,
@@ -70,6 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", choices=["tiny", "small", "base"], default="small")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="threads for NumPy's BLAS and for PyTorch alike (default: every core)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes sharing each of *our* training batches, one BLAS thread each "
+                        "(models.translator.parallel, train.workers; default 1: one process with --threads)")
     p.add_argument("--steps", type=int, default=20, help="timed training steps per framework (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed training steps first (default 3)")
     p.add_argument("--max-tokens", type=int, default=4000, help="padded tokens per training batch (default 4000)")
@@ -448,12 +454,24 @@ def twin_train_step(twin: Any, optimizer: Any, scheduler: Any, batch: Batch, lab
     return total
 
 
-def our_step_fn(config: cfg.Config, model: Any) -> Any:
+def our_step_fn(config: cfg.Config, model: Any, workers: int = 1) -> Any:
+    """Our training step on one batch; with ``workers`` > 1 the batch is shared by that many processes
+    (``parallel.GradientWorkers``, kept in the function's ``workers`` attribute: their peak RSS counts too)."""
     from models.translator.train import make_optimizer, train_step
 
     optimizer, scheduler = make_optimizer(config, model)
     device = ta.device("cpu")
-    return lambda batch: train_step(model, optimizer, scheduler, [batch], config, device)[0]
+    pool = None
+    if workers > 1:
+        from models.translator.parallel import GradientWorkers
+
+        pool = GradientWorkers(model, workers, config.train.label_smoothing, device)
+
+    def step(batch: Batch) -> float:
+        return train_step(model, optimizer, scheduler, [batch], config, device, pool)[0]
+
+    step.workers = pool  # type: ignore[attr-defined]
+    return step
 
 
 def twin_step_fn(config: cfg.Config, twin: Any) -> Any:
@@ -467,7 +485,7 @@ class Runner:
     def __init__(self, name: str, config: cfg.Config, model: Any, batches: list[Batch], sources: list[list[int]],
                  args: argparse.Namespace) -> None:
         self.name, self.model, self.batches, self.args = name, model, batches, args
-        self.step = our_step_fn(config, model) if name == "ours" else twin_step_fn(config, model)
+        self.step = our_step_fn(config, model, args.workers) if name == "ours" else twin_step_fn(config, model)
         # The sources in the decoding batches that translating them all would make (sorted by length).
         self.chunks = [[sources[i] for i in b.indices] for b in decode_batches(sources, args.decode_batch)[0]]
 
@@ -722,7 +740,7 @@ def rss_child(args: argparse.Namespace) -> None:
     config, _, model, batches, _ = load_everything(args)
     largest = sorted(batches, key=lambda b: b.src.size + b.tgt_in.size, reverse=True)[: args.rss_steps]
     if args.rss_child == "ours":
-        step = our_step_fn(config, model)
+        step = our_step_fn(config, model, args.workers)
     else:
         twin = build_twin(model)
         del model  # our copy of the weights: the twin's process keeps only its own
@@ -732,7 +750,10 @@ def rss_child(args: argparse.Namespace) -> None:
     before = current_rss_mb()
     for batch in largest:
         step(batch)
-    print(json.dumps({"peak_mb": peak_rss_mb(), "before_steps_mb": before, "peak_counted_from_steps": reset}))
+    pool = getattr(step, "workers", None)  # helper processes: their own peaks (ru_maxrss, from their fork on)
+    helpers = sum(pool.helper_rss_mb) if pool is not None else 0.0
+    print(json.dumps({"peak_mb": peak_rss_mb(), "before_steps_mb": before, "peak_counted_from_steps": reset,
+                      "worker_processes_peak_mb": helpers}))
 
 
 def bench_rss(args: argparse.Namespace, frameworks: list[str]) -> dict[str, dict]:
@@ -747,7 +768,8 @@ def bench_rss(args: argparse.Namespace, frameworks: list[str]) -> dict[str, dict
 
 
 def _child_args(args: argparse.Namespace) -> list[str]:
-    argv = ["--preset", args.preset, "--threads", str(args.threads), "--max-tokens", str(args.max_tokens),
+    argv = ["--preset", args.preset, "--threads", str(args.threads), "--workers", str(args.workers),
+            "--max-tokens", str(args.max_tokens),
             "--vocab-size", str(args.vocab_size), "--rss-steps", str(args.rss_steps), "--seed", str(args.seed),
             "--decode-sentences", str(args.decode_sentences), "--decode-batch", str(args.decode_batch),
             "--beam", str(args.beam), "--max-len-a", str(args.max_len_a), "--max-len-b", str(args.max_len_b)]
@@ -806,6 +828,9 @@ def report(res: dict[str, Any]) -> str:
                      f"all {c['dropout_places']} places")
     lines.append("each framework timed in " + ("this one process" if res["args"]["same_process"] else
                                                "a worker process of its own") + ", alternating")
+    if res["args"].get("workers", 1) > 1:
+        lines.append(f"our training steps shared by {res['args']['workers']} processes (--workers), one BLAS thread "
+                     f"each; the twin's in one process with {res['args']['threads']} threads")
     rows = []
     tr = res["training"]
     t_info = next(iter(tr.values()))
@@ -824,6 +849,9 @@ def report(res: dict[str, Any]) -> str:
     rows.append(("  of which the steps' own (peak - RSS before them)",
                  *((rss[n]["peak_mb"] - rss[n]["before_steps_mb"]) if n in rss else None for n in ("ours", "torch")),
                  0))
+    if rss.get("ours", {}).get("worker_processes_peak_mb"):
+        rows.append((f"  + our {res['args']['workers'] - 1} gradient worker process(es)' own peak, MB",
+                     rss["ours"]["worker_processes_peak_mb"], None, 0))
     width = max(len(r[0]) for r in rows)
     lines.append("")
     lines.append(f"| {'measure':<{width}} | {'ours':>9} | {'torch':>9} | ours/torch |")

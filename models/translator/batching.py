@@ -56,6 +56,27 @@ class Batch:
         """Number of sentence pairs in the batch."""
         return self.src.shape[0]
 
+    def split(self, n: int, pad_id: int = PAD_ID) -> list[Batch]:
+        """At most ``n`` batches of consecutive rows with about equal token counts (source plus target),
+        each cut to its own longest row: the shares of data-parallel workers. Fewer than ``n`` when the
+        batch has fewer rows; together they hold every row once, in order."""
+        if n < 1:
+            raise ValueError(f"Batch.split: n must be positive, got {n}")
+        # Running token totals before each row and after the last: part i ends where the total is nearest i/n
+        # of the whole (so each part is within a row of an equal share).
+        cost = np.concatenate(([0], np.cumsum((self.src != pad_id).sum(axis=1) + (self.tgt_out != pad_id).sum(axis=1))))
+        ends = [int(np.abs(cost - cost[-1] * i / n).argmin()) for i in range(1, n)]
+        bounds = sorted({0, *ends, len(self)})
+        return [self._rows(lo, hi, pad_id) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+
+    def _rows(self, lo: int, hi: int, pad_id: int) -> Batch:
+        src, tgt_in, tgt_out = self.src[lo:hi], self.tgt_in[lo:hi], self.tgt_out[lo:hi]
+        src_width = int((src != pad_id).any(axis=0).sum())  # rows are right-padded: real columns come first
+        tgt_width = int((tgt_out != pad_id).any(axis=0).sum())
+        return Batch(src=src[:, :src_width], tgt_in=tgt_in[:, :tgt_width], tgt_out=tgt_out[:, :tgt_width],
+                     indices=self.indices[lo:hi], n_src_tokens=int((src != pad_id).sum()),
+                     n_tgt_tokens=int((tgt_out != pad_id).sum()))
+
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int = PAD_ID) -> np.ndarray:
     """Stack rows of different lengths into an int64 array, padding on the right with ``pad_id``."""

@@ -4,7 +4,8 @@ A run is described by four sections (every key has a default, so an empty file i
 
     model:   preset (tiny | small | base) and any of its hyperparameters to override
     data:    direction, data_dir, vocab_size, max_tokens per batch, max_len, train_subset
-    train:   seed, the optimiser and its schedule, stopping rules, evaluation/checkpoint cadence
+    train:   seed, the optimiser and its schedule, workers (CPU processes sharing a batch), stopping rules,
+             evaluation/checkpoint cadence
     decode:  beam_size, alpha, max length, batch size (validation BLEU and translation)
     device:  "cpu" or "cuda[:N]"
 
@@ -95,6 +96,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     accum_steps: int = 1  # batches whose gradients are summed before one optimiser step
     clip_norm: float | None = None  # clip the global gradient norm to this (None: no clipping)
+    workers: int = 1  # CPU processes that share each batch (data parallel, parallel.py); 1: this process alone
     # Stopping: training ends at whichever comes first; at least one must be set.
     max_steps: int | None = None
     max_epochs: int | None = 30
@@ -371,6 +373,9 @@ def validate(config: Config) -> Config:
     need(0.0 <= t.label_smoothing < 1.0, "train.label_smoothing", t.label_smoothing, "must be in [0, 1)")
     need(t.accum_steps >= 1, "train.accum_steps", t.accum_steps, "must be at least 1")
     need(t.clip_norm is None or t.clip_norm > 0, "train.clip_norm", t.clip_norm, "must be positive or null")
+    need(t.workers >= 1, "train.workers", t.workers, "must be at least 1")
+    need(t.workers == 1 or config.device == "cpu", "train.workers", t.workers,
+         f"processes sharing a batch are for the CPU; use 1 with device {config.device!r}")
     for name in ("max_steps", "max_epochs", "max_minutes"):
         v = getattr(t, name)
         need(v is None or v > 0, f"train.{name}", v, "must be positive or null")

@@ -135,22 +135,36 @@ def _tensor(array: np.ndarray, device: ta.Device) -> ta.Tensor:
 # ---- one step, validation, BLEU -----------------------------------------------------------------------
 
 
+def accumulate_gradients(model: Any, batches: Sequence[Batch], n_tokens: int, label_smoothing: float,
+                         device: ta.Device) -> float:
+    """Forward and backward of each batch, its summed loss divided by ``n_tokens`` (the target tokens of the
+    whole step, however it is split into batches or between processes), so that the ``.grad`` sums are
+    exactly the gradient of the step's mean loss. Returns the summed (undivided) loss."""
+    total = 0.0
+    for b in batches:
+        logits = model(_tensor(b.src, device), _tensor(b.tgt_in, device))
+        loss_sum, _ = model.loss(logits, _tensor(b.tgt_out, device), label_smoothing=label_smoothing)
+        (loss_sum / n_tokens).backward()
+        total += float(loss_sum.item())
+    return total
+
+
 def train_step(model: Any, optimizer: Any, scheduler: Any, batches: Sequence[Batch], config: Config,
-               device: ta.Device) -> tuple[float, int]:
+               device: ta.Device, workers: Any = None) -> tuple[float, int]:
     """One optimiser step on ``batches`` (gradients accumulated); returns (summed loss, target tokens).
 
     Each batch's summed loss is divided by the target tokens of *all* the batches, so the gradient is
-    exactly that of the mean loss over one big batch, however it is split.
+    exactly that of the mean loss over one big batch, however it is split. With ``workers`` (a
+    ``parallel.GradientWorkers``) the batches are shared with helper processes.
     """
     model.train()
     optimizer.zero_grad()
     n_tokens = sum(b.n_tgt_tokens for b in batches)
-    total = 0.0
-    for b in batches:
-        logits = model(_tensor(b.src, device), _tensor(b.tgt_in, device))
-        loss_sum, _ = model.loss(logits, _tensor(b.tgt_out, device), label_smoothing=config.train.label_smoothing)
-        (loss_sum / n_tokens).backward()
-        total += float(loss_sum.item())
+    smoothing = config.train.label_smoothing
+    if workers is None:
+        total = accumulate_gradients(model, batches, n_tokens, smoothing, device)
+    else:
+        total = workers.gradients(batches, n_tokens)
     if config.train.clip_norm is not None:
         from tinygrad_attn.nn.utils import clip_grad_norm_
 
@@ -396,6 +410,7 @@ class _Run:
         log.info("optimiser: Adam%s eps=%g, %s schedule, warmup %d to peak lr %.3g (factor %g), label smoothing %g",
                  tuple(t.betas), t.eps, t.schedule, t.warmup, cfg.peak_lr(config), t.lr_factor, t.label_smoothing)
         self.checkpoints = ckpt.CheckpointManager(run_dir, keep_last=t.keep_last)
+        self.helper_rss_mb = 0.0
 
     # -- helpers --
     def _contents(self) -> dict[str, Any]:
@@ -425,6 +440,10 @@ class _Run:
             self.checkpoints.save_best(**self._contents())
         return record
 
+    def peak_rss_mb(self) -> float:
+        """Peak resident memory of this process plus that of the gradient workers' (train.workers > 1)."""
+        return peak_rss_mb() + self.helper_rss_mb
+
     def _save(self) -> None:
         path = self.checkpoints.save(self.progress.step, **self._contents())
         log.info("saved %s", path.name)
@@ -434,6 +453,12 @@ class _Run:
         from tqdm.auto import tqdm
 
         t, p = self.config.train, self.progress
+        workers = None
+        if t.workers > 1:  # helper processes share each batch (parallel.py); forked before any other thread starts
+            from models.translator.parallel import GradientWorkers
+
+            workers = GradientWorkers(self.model, t.workers, t.label_smoothing, self.device)
+            log.info("data parallel: each batch shared by %d processes", t.workers)
         stream = _batch_stream(self.batcher, p)
         bar = tqdm(total=t.max_steps, initial=p.step, unit="step", disable=not (t.progress and self.console),
                    dynamic_ncols=True, file=sys.stderr)
@@ -445,7 +470,7 @@ class _Run:
                 start = time.perf_counter()
                 batches = [next(stream) for _ in range(t.accum_steps)]
                 loss_sum, n_tokens = train_step(self.model, self.optimizer, self.scheduler, batches, self.config,
-                                                self.device)
+                                                self.device, workers)
                 seconds = time.perf_counter() - start
                 p.step += 1
                 p.train_seconds += seconds
@@ -475,8 +500,11 @@ class _Run:
                     last_save = p.step
         finally:
             bar.close()
+            if workers is not None:
+                workers.close()
+                self.helper_rss_mb = sum(workers.helper_rss_mb)
         log.info("stopping at step %d: %s (%.1f minutes of training, %s target tokens, peak RSS %.0f MB)", p.step,
-                 reason, p.train_seconds / 60, f"{p.n_tgt_tokens:,}", peak_rss_mb())
+                 reason, p.train_seconds / 60, f"{p.n_tgt_tokens:,}", self.peak_rss_mb())
         if last_eval != p.step:
             self._evaluate()
         if last_save != p.step:
@@ -509,7 +537,7 @@ class _Run:
                 results["splits"][split][name] = s
                 log.info("%s %s (%d sentences, %.1f sentences/s):\n%s", split, name, s["n_sentences"],
                          s["sentences_per_s"], format_scores(s))
-        results["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        results["peak_rss_mb"] = round(self.peak_rss_mb(), 1)
         _write_json(self.run_dir / RESULTS_NAME, results)
         log.info("results: %s", self.run_dir / RESULTS_NAME)
         return results

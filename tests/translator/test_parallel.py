@@ -1,0 +1,132 @@
+"""Data parallelism over processes (train.workers): the split of a batch, gradients equal to one process's,
+helpers that see the optimiser's updates, exact resume, errors that name the worker."""
+
+import numpy as np
+import pytest
+
+import tinygrad_attn as ta
+from models.translator import checkpoints as ckpt
+from models.translator import config as C
+from models.translator import train as T
+from models.translator.batching import TokenBatcher
+from models.translator.vocab import PAD_ID
+
+pytest.importorskip("threadpoolctl")
+from models.translator.parallel import GradientWorkers  # noqa: E402
+from models.transformer import build_model  # noqa: E402
+
+from .test_train import micro_config  # noqa: E402
+
+CPU = ta.device("cpu")
+
+
+def synthetic_batch(seed=0, n_pairs=40, vocab=50):
+    rng = np.random.default_rng(seed)
+    pairs = [(rng.integers(4, vocab, rng.integers(1, 12)).tolist(), rng.integers(4, vocab, rng.integers(1, 12)).tolist())
+             for _ in range(n_pairs)]
+    batcher = TokenBatcher(pairs, max_tokens=10_000, seed=seed)
+    (indices,) = batcher.epoch_plan(0)
+    return batcher.make_batch(indices)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
+def test_split_covers_every_row_once_with_tight_padding(n):
+    batch = synthetic_batch(n_pairs=30)
+    parts = batch.split(n)
+    assert len(parts) == n
+    np.testing.assert_array_equal(np.concatenate([p.indices for p in parts]), batch.indices)
+    assert sum(p.n_tgt_tokens for p in parts) == batch.n_tgt_tokens
+    assert sum(p.n_src_tokens for p in parts) == batch.n_src_tokens
+    row = 0
+    for p in parts:
+        for name in ("src", "tgt_in", "tgt_out"):
+            whole, part = getattr(batch, name)[row: row + len(p)], getattr(p, name)
+            np.testing.assert_array_equal(part, whole[:, : part.shape[1]])
+            assert (whole[:, part.shape[1]:] == PAD_ID).all()  # only padding was cut off...
+            assert (part[:, -1] != PAD_ID).any()  # ...and all of it
+        row += len(p)
+    cost = [p.n_src_tokens + p.n_tgt_tokens for p in parts]
+    assert max(cost) - min(cost) <= 2 * (batch.src.shape[1] + batch.tgt_out.shape[1])  # within a row of equal
+
+
+def test_split_of_a_short_batch_gives_fewer_parts():
+    batch = synthetic_batch(n_pairs=2)
+    assert [len(p) for p in batch.split(5)] == [1, 1]
+    with pytest.raises(ValueError, match="n must be positive"):
+        batch.split(0)
+
+
+def tiny_model(dropout=0.0):
+    ta.manual_seed(3)
+    return build_model(50, pad_id=PAD_ID, d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32,
+                       dropout=dropout)
+
+
+def one_process_grads(model, batches):
+    for p in model.parameters():
+        p.grad = None
+    T.accumulate_gradients(model, batches, sum(b.n_tgt_tokens for b in batches), 0.1, CPU)
+    return [p.grad.numpy().copy() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("n_workers", [2, 3])
+def test_workers_sum_to_the_gradient_of_one_process_and_follow_parameter_updates(n_workers):
+    model, reference = tiny_model(), tiny_model()
+    batches = [synthetic_batch(seed=1), synthetic_batch(seed=2)]  # two batches: gradient accumulation too
+    n_tokens = sum(b.n_tgt_tokens for b in batches)
+    with GradientWorkers(model, n_workers, 0.1, CPU) as workers:
+        for round_ in range(2):
+            for p in model.parameters():
+                p.grad = None
+            loss = workers.gradients(batches, n_tokens)
+            expected = one_process_grads(reference, batches)
+            ref_loss = sum(float(reference.loss(reference(ta.tensor(b.src), ta.tensor(b.tgt_in)),
+                                                ta.tensor(b.tgt_out), 0.1)[0].item()) for b in batches)
+            assert loss == pytest.approx(ref_loss, rel=1e-5)
+            for p, g in zip(model.parameters(), expected):
+                np.testing.assert_allclose(p.grad.numpy(), g, rtol=1e-4, atol=1e-6)
+            # An in-place update in this process (what the optimiser does) must reach the helpers.
+            with ta.no_grad():
+                for p, q in zip(model.parameters(), reference.parameters()):
+                    p.data *= 0.5
+                    q.data *= 0.5
+
+
+def test_a_failing_worker_is_reported_by_number():
+    model = tiny_model()
+    batch = synthetic_batch(seed=4)
+    batch.src[-1, 0] = 10_000  # a token id beyond the vocabulary, in the rows of the second process only
+    with GradientWorkers(model, 2, 0.1, CPU) as workers:
+        with pytest.raises(RuntimeError, match="gradient worker 1 failed"):
+            workers.gradients([batch], batch.n_tgt_tokens)
+
+
+def test_gradient_workers_refuse_bad_settings():
+    with pytest.raises(ValueError, match="at least 2"):
+        GradientWorkers(tiny_model(), 1, 0.1, CPU)
+
+
+def test_config_checks_workers():
+    with pytest.raises(C.ConfigError, match="train.workers"):
+        C.load(overrides=["train.workers=0"])
+    with pytest.raises(C.ConfigError, match="train.workers"):
+        C.load(overrides=["train.workers=2", "device=cuda"])
+
+
+def test_training_with_two_workers_resumes_exactly(multi30k_dir, tmp_path):
+    n = 3
+    common = ["train.workers=2", f"train.checkpoint_every={n}", f"train.eval_every={n}"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    T.train(micro_config(multi30k_dir, *common, f"train.max_steps={2 * n}"), straight, console=False)
+    T.train(micro_config(multi30k_dir, *common, f"train.max_steps={n}"), split, console=False)
+    T.train(micro_config(multi30k_dir, *common, f"train.max_steps={2 * n}"), split, resume=True, console=False)
+    a = ckpt.load_checkpoint(straight / f"ckpt_step{2 * n}.safetensors")
+    b = ckpt.load_checkpoint(split / f"ckpt_step{2 * n}.safetensors")
+    for k in a.model:
+        np.testing.assert_array_equal(a.model[k].numpy(), b.model[k].numpy(), err_msg=k)
+    # Training did happen, with dropout drawn in both processes: the run differs from a one-process run.
+    one = tmp_path / "one"
+    T.train(micro_config(multi30k_dir, f"train.checkpoint_every={n}", f"train.max_steps={n}"), one, console=False)
+    c = ckpt.load_checkpoint(one / f"ckpt_step{n}.safetensors")
+    d = ckpt.load_checkpoint(split / f"ckpt_step{n}.safetensors")
+    assert any(not np.array_equal(c.model[k].numpy(), d.model[k].numpy()) for k in c.model)
