@@ -123,6 +123,8 @@ class GradientWorkers:
     def _helper_loop(self, pipe: Any, grads: list[np.ndarray]) -> None:
         """A helper's life: wait for a share of a step, compute its gradient into ``grads``, answer the loss."""
         self.blas.limit(limits=1, user_api="blas")  # for good: this process only ever computes one share
+        for other in self.pipes:  # the main process's ends of earlier helpers' pipes, inherited by the fork:
+            other.close()  # closed, so that those helpers see end-of-file when the main process dies
         while True:
             try:
                 message = pipe.recv()
@@ -144,10 +146,13 @@ class GradientWorkers:
                         np.copyto(g, p.grad.data)
                     p.grad = None
                 pipe.send(("ok", loss, peak_rss_mb()))
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C, or the main process is gone
                 return
             except BaseException:  # report it: the main process raises it with this traceback
-                pipe.send(("error", traceback.format_exc(), 0.0))
+                try:
+                    pipe.send(("error", traceback.format_exc(), 0.0))
+                except OSError:
+                    return
 
     def close(self) -> None:
         """Tell the helpers to exit and wait for them (terminating any that do not)."""
