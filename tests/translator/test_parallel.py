@@ -113,7 +113,17 @@ def test_config_checks_workers():
         C.load(overrides=["train.workers=2", "device=cuda"])
 
 
-def test_training_with_two_workers_resumes_exactly(multi30k_dir, tmp_path):
+def test_workers_are_capped_by_the_cores_available(monkeypatch, caplog):
+    monkeypatch.setattr(T.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert T._usable_workers(1) == 1
+    assert T._usable_workers(2) == 1
+    assert "only 1 core(s)" in caplog.text
+    monkeypatch.setattr(T.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert T._usable_workers(3) == 3
+
+
+def test_training_with_two_workers_resumes_exactly(multi30k_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(T, "_usable_workers", lambda wanted: wanted)  # two processes even on a one-core machine
     n = 3
     common = ["train.workers=2", f"train.checkpoint_every={n}", f"train.eval_every={n}"]
     straight, split = tmp_path / "straight", tmp_path / "split"
