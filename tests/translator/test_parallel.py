@@ -12,8 +12,8 @@ from models.translator.batching import TokenBatcher
 from models.translator.vocab import PAD_ID
 
 pytest.importorskip("threadpoolctl")
-from models.translator.parallel import GradientWorkers  # noqa: E402
 from models.transformer import build_model  # noqa: E402
+from models.translator.parallel import GradientWorkers  # noqa: E402
 
 from .test_train import micro_config  # noqa: E402
 
@@ -22,8 +22,8 @@ CPU = ta.device("cpu")
 
 def synthetic_batch(seed=0, n_pairs=40, vocab=50):
     rng = np.random.default_rng(seed)
-    pairs = [(rng.integers(4, vocab, rng.integers(1, 12)).tolist(), rng.integers(4, vocab, rng.integers(1, 12)).tolist())
-             for _ in range(n_pairs)]
+    ids = lambda: rng.integers(4, vocab, rng.integers(1, 12)).tolist()  # noqa: E731
+    pairs = [(ids(), ids()) for _ in range(n_pairs)]
     batcher = TokenBatcher(pairs, max_tokens=10_000, seed=seed)
     (indices,) = batcher.epoch_plan(0)
     return batcher.make_batch(indices)
@@ -75,7 +75,7 @@ def test_workers_sum_to_the_gradient_of_one_process_and_follow_parameter_updates
     batches = [synthetic_batch(seed=1), synthetic_batch(seed=2)]  # two batches: gradient accumulation too
     n_tokens = sum(b.n_tgt_tokens for b in batches)
     with GradientWorkers(model, n_workers, 0.1, CPU) as workers:
-        for round_ in range(2):
+        for _ in range(2):  # the second round after an update of the parameters
             for p in model.parameters():
                 p.grad = None
             loss = workers.gradients(batches, n_tokens)
