@@ -114,6 +114,7 @@ def test_config_checks_workers():
 
 
 def test_workers_are_capped_by_the_cores_available(monkeypatch, caplog):
+    monkeypatch.setattr(T.log, "propagate", True)  # a training run earlier in the session turns it off
     monkeypatch.setattr(T.os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert T._usable_workers(1) == 1
     assert T._usable_workers(2) == 1
