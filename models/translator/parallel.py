@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import mmap
 import multiprocessing
+import os
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -36,9 +37,24 @@ import numpy as np
 
 import tinygrad_attn as ta
 from models.translator.batching import Batch
-from models.translator.train import accumulate_gradients, peak_rss_mb
+from models.translator.train import accumulate_gradients, log, peak_rss_mb  # log: the run's train.log
 
-__all__ = ["GradientWorkers"]
+__all__ = ["GradientWorkers", "usable_workers"]
+
+def usable_workers(wanted: int) -> int:
+    """``train.workers``, or fewer where the machine cannot run that many helpers usefully: more processes than
+    cores only slow each other down, and without fork (Windows) there are no helpers. Says so in the log."""
+    if wanted <= 1:
+        return 1
+    if "fork" not in multiprocessing.get_all_start_methods():
+        log.warning("train.workers = %d: this platform cannot fork helper processes; training in one process",
+                    wanted)
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if wanted > cores:
+        log.warning("train.workers = %d but only %d core(s) are available: using %d process(es)", wanted, cores,
+                    cores)
+    return min(wanted, cores)
 
 
 def _shared_arrays(like: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -160,9 +160,8 @@ def train_step(model: Any, optimizer: Any, scheduler: Any, batches: Sequence[Bat
     model.train()
     optimizer.zero_grad()
     n_tokens = sum(b.n_tgt_tokens for b in batches)
-    smoothing = config.train.label_smoothing
     if workers is None:
-        total = accumulate_gradients(model, batches, n_tokens, smoothing, device)
+        total = accumulate_gradients(model, batches, n_tokens, config.train.label_smoothing, device)
     else:
         total = workers.gradients(batches, n_tokens)
     if config.train.clip_norm is not None:
@@ -324,24 +323,6 @@ def _batch_stream(batcher: TokenBatcher, progress: Progress) -> Iterator[Batch]:
             progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
 
 
-def _usable_workers(wanted: int) -> int:
-    """``train.workers``, or fewer where the machine cannot run that many helpers usefully: more processes than
-    cores only slow each other down, and without fork (Windows) there are no helpers. Says so in the log."""
-    import multiprocessing
-
-    if wanted <= 1:
-        return 1
-    if "fork" not in multiprocessing.get_all_start_methods():
-        log.warning("train.workers = %d: this platform cannot fork helper processes; training in one process",
-                    wanted)
-        return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if wanted > cores:
-        log.warning("train.workers = %d but only %d core(s) are available: using %d process(es)", wanted, cores,
-                    cores)
-    return min(wanted, cores)
-
-
 def _stop_reason(config: Config, p: Progress) -> str | None:
     t = config.train
     if t.max_steps is not None and p.step >= t.max_steps:
@@ -471,11 +452,11 @@ class _Run:
         from tqdm.auto import tqdm
 
         t, p = self.config.train, self.progress
-        workers = None
-        n_workers = _usable_workers(t.workers)
-        if n_workers > 1:  # helper processes share each batch (parallel.py); forked before any other thread starts
-            from models.translator.parallel import GradientWorkers
+        from models.translator.parallel import GradientWorkers, usable_workers
 
+        workers = None
+        n_workers = usable_workers(t.workers)
+        if n_workers > 1:  # helper processes share each batch (parallel.py); forked before any other thread starts
             workers = GradientWorkers(self.model, n_workers, t.label_smoothing, self.device)
             log.info("data parallel: each batch shared by %d processes", n_workers)
         stream = _batch_stream(self.batcher, p)

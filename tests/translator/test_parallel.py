@@ -13,6 +13,7 @@ from models.translator.vocab import PAD_ID
 
 pytest.importorskip("threadpoolctl")
 from models.transformer import build_model  # noqa: E402
+from models.translator import parallel as P  # noqa: E402
 from models.translator.parallel import GradientWorkers  # noqa: E402
 
 from .test_train import micro_config  # noqa: E402
@@ -114,17 +115,17 @@ def test_config_checks_workers():
 
 
 def test_workers_are_capped_by_the_cores_available(monkeypatch, caplog):
-    monkeypatch.setattr(T.log, "propagate", True)  # a training run earlier in the session turns it off
-    monkeypatch.setattr(T.os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    assert T._usable_workers(1) == 1
-    assert T._usable_workers(2) == 1
+    monkeypatch.setattr(P.log, "propagate", True)  # a training run earlier in the session turns it off
+    monkeypatch.setattr(P.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert P.usable_workers(1) == 1
+    assert P.usable_workers(2) == 1
     assert "only 1 core(s)" in caplog.text
-    monkeypatch.setattr(T.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    assert T._usable_workers(3) == 3
+    monkeypatch.setattr(P.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert P.usable_workers(3) == 3
 
 
 def test_training_with_two_workers_resumes_exactly(multi30k_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(T, "_usable_workers", lambda wanted: wanted)  # two processes even on a one-core machine
+    monkeypatch.setattr(P, "usable_workers", lambda wanted: wanted)  # two processes even on a one-core machine
     n = 3
     common = ["train.workers=2", f"train.checkpoint_every={n}", f"train.eval_every={n}"]
     straight, split = tmp_path / "straight", tmp_path / "split"
