@@ -41,7 +41,9 @@ default: every core; it sets OMP/OpenBLAS/MKL thread counts before NumPy loads a
    the same NumPy code) on the twin; its cache appends each step's keys/values with ``torch.cat`` and
    computes the encoder's keys/values once; without the cache it re-runs the decoder over the whole prefix.
    The frameworks take turns batch by batch (who goes first alternates); everything is decoded
-   ``--decode-rounds`` times and each batch counts its fastest round; the outputs are compared.
+   ``--decode-rounds`` times and each batch counts its fastest round; the outputs are compared. With
+   ``--workers N`` the turns are groups of N batches, which ours decodes in N processes side by side
+   (``decode.workers``, as ``configs/small.yaml`` does) and the twin one after the other with its threads.
    With random weights (no ``--checkpoint``) hardly any sentence emits ``</s>``, so every one runs to the
    length limit (source length + 50): slow, but the same work for both; ``--checkpoint`` gives real lengths.
 3. **Peak RSS** of training: each framework in a child process of its own (data, vocabulary, model, then
@@ -74,8 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="threads for NumPy's BLAS and for PyTorch alike (default: every core)")
     p.add_argument("--workers", type=int, default=1,
-                   help="processes sharing each of *our* training batches, one BLAS thread each "
-                        "(models.translator.parallel, train.workers; default 1: one process with --threads)")
+                   help="*our* processes, one BLAS thread each: sharing each training batch (train.workers) and "
+                        "decoding batches side by side (decode.workers); default 1: one process with --threads")
     p.add_argument("--steps", type=int, default=20, help="timed training steps per framework (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed training steps first (default 3)")
     p.add_argument("--max-tokens", type=int, default=4000, help="padded tokens per training batch (default 4000)")
@@ -486,8 +488,7 @@ class Runner:
                  args: argparse.Namespace) -> None:
         self.name, self.model, self.batches, self.args = name, model, batches, args
         self.step = our_step_fn(config, model, args.workers) if name == "ours" else twin_step_fn(config, model)
-        # The sources in the decoding batches that translating them all would make (sorted by length).
-        self.chunks = [[sources[i] for i in b.indices] for b in decode_batches(sources, args.decode_batch)[0]]
+        self.chunks = decode_chunks(sources, args)
 
     def train(self, i: int) -> dict[str, Any]:
         """Training step on batch ``i`` (cycling): seconds, summed loss, target tokens."""
@@ -662,19 +663,29 @@ def twin_translate_ids(model: Any, sources: list[list[int]], beam: int, batch_si
     return restore_order(outputs, order)
 
 
+def decode_chunks(sources: list[list[int]], args: argparse.Namespace) -> list[list[list[int]]]:
+    """The sources of the decoding batches that translating them all would make (sorted by length), in groups
+    of ``--workers`` batches: the unit the frameworks take turns on (ours decodes a group's batches side by
+    side in that many processes, the twin one after the other with ``--threads`` threads)."""
+    batches = [[sources[i] for i in b.indices] for b in decode_batches(sources, args.decode_batch)[0]]
+    n = max(args.workers, 1)
+    return [[s for b in batches[i: i + n] for s in b] for i in range(0, len(batches), n)]
+
+
 def decode_with(name: str, model: Any, sources: list[list[int]], beam: int, use_cache: bool,
                 args: argparse.Namespace) -> list[list[int]]:
     """Translate ``sources`` with ours (``search.translate_ids``) or the twin, as the benchmark's settings say."""
     if name == "ours":
         return translate_ids(model, sources, BOS_ID, EOS_ID, beam_size=beam, batch_size=args.decode_batch,
-                             max_len_a=args.max_len_a, max_len_b=args.max_len_b, use_cache=use_cache)
+                             max_len_a=args.max_len_a, max_len_b=args.max_len_b, use_cache=use_cache,
+                             workers=args.workers)
     return twin_translate_ids(model, sources, beam, args.decode_batch, use_cache, args.max_len_a, args.max_len_b)
 
 
 def bench_decoding(runners: dict[str, Any], sources: list[list[int]], args: argparse.Namespace) -> dict[str, dict]:
     """Sentences/s for greedy and beam, with and without the cache. The frameworks take turns batch by batch
     (who goes first alternates), so a change in machine load hits both alike."""
-    n_chunks = len(decode_batches(sources, args.decode_batch)[0])
+    n_chunks = len(decode_chunks(sources, args))
     names = list(runners)
     results: dict[str, dict] = {}
     for beam in (1, args.beam):
@@ -829,8 +840,9 @@ def report(res: dict[str, Any]) -> str:
     lines.append("each framework timed in " + ("this one process" if res["args"]["same_process"] else
                                                "a worker process of its own") + ", alternating")
     if res["args"].get("workers", 1) > 1:
-        lines.append(f"our training steps shared by {res['args']['workers']} processes (--workers), one BLAS thread "
-                     f"each; the twin's in one process with {res['args']['threads']} threads")
+        lines.append(f"ours in {res['args']['workers']} processes (--workers) of one BLAS thread each: sharing each "
+                     f"training batch, decoding {res['args']['workers']} batches side by side; the twin in one "
+                     f"process with {res['args']['threads']} threads")
     rows = []
     tr = res["training"]
     t_info = next(iter(tr.values()))

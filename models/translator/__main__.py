@@ -97,6 +97,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, cfg.Config]:
         config.decode.beam_size = args.beam_size
     if getattr(args, "alpha", None) is not None:
         config.decode.alpha = args.alpha
+    if getattr(args, "workers", None) is not None:
+        config.decode.workers = args.workers
     cfg.apply_overrides(config, getattr(args, "set", []) or [])
     cfg.validate(config)
     return model, vocab, config
@@ -245,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
         q.add_argument("--beam-size", type=int, help="1 = greedy (default: the run's decode.beam_size)")
         q.add_argument("--alpha", type=float, help="length penalty of beam search (default: the run's)")
+        q.add_argument("--workers", type=int, help="processes decoding side by side on the CPU, at most one per "
+                       "core (default: the run's decode.workers)")
         q.add_argument("--vocab", help="a SentencePiece .model to use instead of the checkpoint's own")
         q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override decode settings, e.g. --set decode.max_len_b=80")

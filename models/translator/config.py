@@ -6,7 +6,8 @@ A run is described by four sections (every key has a default, so an empty file i
     data:    direction, data_dir, vocab_size, max_tokens per batch, max_len, train_subset
     train:   seed, the optimiser and its schedule, workers (CPU processes sharing a batch), stopping rules,
              evaluation/checkpoint cadence
-    decode:  beam_size, alpha, max length, batch size (validation BLEU and translation)
+    decode:  beam_size, alpha, max length, batch size, workers (CPU processes decoding side by side), for
+             validation BLEU and translation
     device:  "cpu" or "cuda[:N]"
 
 Model hyperparameters left unset (``None``) come from the preset (``models.transformer.PRESETS``) and,
@@ -118,6 +119,7 @@ class DecodeConfig:
     max_len_a: float = 1.0  # longest output = max_len_a * source length + max_len_b
     max_len_b: int = 50
     batch_size: int = 128  # sentences decoded together (with beam k, k times as many rows)
+    workers: int = 1  # CPU processes decoding batches side by side (parallel.py; on a GPU: one process)
 
 
 @dataclass
@@ -397,6 +399,7 @@ def validate(config: Config) -> Config:
     need(dec.max_len_a > 0 or dec.max_len_b > 0, "decode.max_len_b", dec.max_len_b,
          "max_len_a and max_len_b cannot both be 0")
     need(dec.batch_size >= 1, "decode.batch_size", dec.batch_size, "must be at least 1")
+    need(dec.workers >= 1, "decode.workers", dec.workers, "must be at least 1")
 
     check_device(config.device)
     return config

@@ -1,4 +1,4 @@
-"""Data parallelism over a machine's CPU cores: each training batch is shared by ``train.workers`` processes.
+"""Parallelism over a machine's CPU cores: training batches shared by processes, decoding batches spread over them.
 
 NumPy runs matrix products on every core (OpenBLAS threads) but everything else (softmax, layer norm,
 dropout, Adam, the Python that drives the graph) on one, so two cores do not make a step twice as fast:
@@ -21,6 +21,12 @@ How the processes share the work, without copying the model around:
 - each helper's dropout masks come from a seed the main process draws from its own generator every step,
   so a run's randomness still lives in one generator and ``--resume`` stays exact.
 
+Decoding gains even more from processes than training (``decode.workers``, ``map_in_processes``): a decoding
+step multiplies only a few rows (one new token per sentence) by each weight matrix, products too small for
+BLAS threads to share well, and the Python around them runs on one core. Whole batches of sentences go to
+processes of one BLAS thread each instead: on the README's 2-core VM, greedy decoding of 1,000 sentences
+with two processes is about 1.6x as fast as one process with two threads.
+
 The helpers are forked (Linux and macOS); they exit when the main process closes them or dies.
 """
 
@@ -30,8 +36,8 @@ import mmap
 import multiprocessing
 import os
 import traceback
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -39,22 +45,99 @@ import tinygrad_attn as ta
 from models.translator.batching import Batch
 from models.translator.train import accumulate_gradients, log, peak_rss_mb  # log: the run's train.log
 
-__all__ = ["GradientWorkers", "usable_workers"]
+__all__ = ["GradientWorkers", "map_in_processes", "usable_workers"]
 
-def usable_workers(wanted: int) -> int:
-    """``train.workers``, or fewer where the machine cannot run that many helpers usefully: more processes than
-    cores only slow each other down, and without fork (Windows) there are no helpers. Says so in the log."""
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+_warned: set[tuple[str, int, int]] = set()  # (setting, wanted, cores) already warned about: once is enough
+
+def usable_workers(wanted: int, setting: str = "train.workers") -> int:
+    """``wanted`` processes (the value of ``setting``), or fewer where the machine cannot run that many helpers
+    usefully: more processes than cores only slow each other down, and without fork (Windows), or inside a
+    daemonic process (which may not have children), there are no helpers. Says so in the log, once."""
     if wanted <= 1:
         return 1
-    if "fork" not in multiprocessing.get_all_start_methods():
-        log.warning("train.workers = %d: this platform cannot fork helper processes; training in one process",
-                    wanted)
-        return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if wanted > cores:
-        log.warning("train.workers = %d but only %d core(s) are available: using %d process(es)", wanted, cores,
-                    cores)
-    return min(wanted, cores)
+    if "fork" not in multiprocessing.get_all_start_methods():
+        usable, why = 1, "this platform cannot fork helper processes"
+    elif multiprocessing.current_process().daemon:
+        usable, why = 1, "this is a daemonic process, which may not start helper processes"
+    else:
+        usable, why = min(wanted, cores), f"only {cores} core(s) are available"
+    if usable < wanted and (setting, wanted, cores) not in _warned:
+        _warned.add((setting, wanted, cores))
+        log.warning("%s = %d but %s: using %d process(es)", setting, wanted, why, usable)
+    return usable
+
+
+def map_in_processes(function: Callable[[Item], Result], items: Sequence[Item], n_workers: int) -> list[Result]:
+    """``[function(item) for item in items]``, computed by ``n_workers`` processes at once: this one and
+    ``n_workers - 1`` helpers forked for the call, one BLAS thread each.
+
+    The processes take items in order from a shared counter, so one that finishes early takes the next: put
+    the biggest items first and the small ones even out the end. The helpers send their results back
+    through pipes (pickled), and they come out in the order of ``items``. An exception in a helper is raised
+    here, with the helper's traceback. Fewer than two items, or ``n_workers < 2``: a plain loop here."""
+    n = min(n_workers, len(items))
+    if n < 2:
+        return [function(item) for item in items]
+    from threadpoolctl import ThreadpoolController
+
+    blas = ThreadpoolController()
+    context = multiprocessing.get_context("fork")
+    counter = context.Value("q", 0)  # the next item to take, with its lock
+
+    def work() -> list[tuple[int, Result]]:
+        done = []
+        while True:
+            with counter.get_lock():
+                i = counter.value
+                counter.value += 1
+            if i >= len(items):
+                return done
+            done.append((i, function(items[i])))
+
+    def helper(pipe: Any) -> None:
+        blas.limit(limits=1, user_api="blas")
+        try:
+            pipe.send(("ok", work()))
+        except KeyboardInterrupt:  # Ctrl-C reached the whole process group: the main process reports it
+            return
+        except BaseException:  # report it: the main process raises it with this traceback
+            pipe.send(("error", traceback.format_exc()))
+
+    pipes, helpers = [], []
+    try:
+        for rank in range(1, n):
+            here, there = context.Pipe(duplex=False)  # (receiving end, sending end)
+            process = context.Process(target=helper, args=(there,), daemon=True, name=f"map-worker-{rank}")
+            process.start()
+            there.close()  # before the next fork: a helper that dies must leave no open sending end behind
+            pipes.append(here)
+            helpers.append(process)
+        with blas.limit(limits=1, user_api="blas"):  # the other cores are busy with the helpers' items
+            results: list[Any] = [None] * len(items)
+            for i, result in work():
+                results[i] = result
+        for rank, pipe in enumerate(pipes, start=1):
+            try:
+                status, value = pipe.recv()
+            except EOFError:
+                raise RuntimeError(f"worker process {rank} exited unexpectedly (killed? out of memory?)") from None
+            if status == "error":
+                raise RuntimeError(f"worker process {rank} failed:\n{value}")
+            for i, result in value:
+                results[i] = result
+        return results
+    except BaseException:
+        for process in helpers:
+            process.terminate()
+        raise
+    finally:
+        for pipe in pipes:
+            pipe.close()
+        for process in helpers:
+            process.join()
 
 
 def _shared_arrays(like: Sequence[np.ndarray]) -> list[np.ndarray]:

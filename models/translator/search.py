@@ -273,28 +273,37 @@ def _hyp(decoder: _Decoder, row: int) -> list[int]:
 
 def translate_ids(model: Transformer, sources: Sequence[Sequence[int]], bos_id: int, eos_id: int,
                   beam_size: int = 1, batch_size: int = 128, alpha: float = 0.6, max_len_a: float = 1.0,
-                  max_len_b: int = 50, use_cache: bool = True) -> list[list[int]]:
-    """Translate tokenized sources (without ``</s>``): sorted by length, batched, decoded, order restored."""
+                  max_len_b: int = 50, use_cache: bool = True, workers: int = 1) -> list[list[int]]:
+    """Translate tokenized sources (without ``</s>``): sorted by length, batched, decoded, order restored.
+
+    ``workers`` > 1 (on the CPU): the batches are decoded by that many processes side by side, one BLAS
+    thread each (``parallel.map_in_processes``), at most one per core; the outputs are the same."""
     batches, order = decode_batches(sources, batch_size, pad_id=model.pad_id, eos_id=eos_id)
-    outputs: list[list[int]] = []
-    for batch in batches:
+
+    def decode(batch: Any) -> list[list[int]]:
         if beam_size == 1:
-            outputs += greedy_decode(model, batch.src, bos_id, eos_id, max_len_a, max_len_b, use_cache)
-        else:
-            outputs += beam_search(model, batch.src, bos_id, eos_id, beam_size, alpha, max_len_a, max_len_b,
-                                   use_cache)
-    return restore_order(outputs, order)
+            return greedy_decode(model, batch.src, bos_id, eos_id, max_len_a, max_len_b, use_cache)
+        return beam_search(model, batch.src, bos_id, eos_id, beam_size, alpha, max_len_a, max_len_b, use_cache)
+
+    if workers > 1 and len(batches) > 1 and model.device.type == "cpu":
+        from models.translator.parallel import map_in_processes, usable_workers
+
+        decoded = map_in_processes(decode, batches, usable_workers(workers, "decode.workers"))
+    else:
+        decoded = [decode(batch) for batch in batches]
+    return restore_order([out for outputs in decoded for out in outputs], order)
 
 
 def translate_sentences(model: Transformer, vocab: Any, sentences: Sequence[str], beam_size: int = 1,
                         batch_size: int = 128, alpha: float = 0.6, max_len_a: float = 1.0, max_len_b: int = 50,
-                        use_cache: bool = True) -> list[str]:
-    """Translate sentences of text with ``vocab`` (a ``Vocab``): greedy for ``beam_size=1``, else beam search."""
+                        use_cache: bool = True, workers: int = 1) -> list[str]:
+    """Translate sentences of text with ``vocab`` (a ``Vocab``): greedy for ``beam_size=1``, else beam search
+    (``workers``: processes decoding side by side, as in ``translate_ids``)."""
     if len(vocab) != model.vocab_size:
         raise ValueError(f"translate: the vocabulary has {len(vocab)} pieces but the model was built for "
                          f"{model.vocab_size}: use the spm.model saved with this model's run")
     ids = translate_ids(model, vocab.encode_batch(list(sentences)), vocab.bos_id, vocab.eos_id, beam_size,
-                        batch_size, alpha, max_len_a, max_len_b, use_cache)
+                        batch_size, alpha, max_len_a, max_len_b, use_cache, workers)
     return vocab.decode_batch(ids)
 
 

@@ -194,7 +194,7 @@ def translate(model: Any, vocab: Vocab, sentences: Sequence[str], config: Config
 
     d = config.decode
     return translate_sentences(model, vocab, list(sentences), beam_size=beam_size, batch_size=d.batch_size,
-                               alpha=d.alpha, max_len_a=d.max_len_a, max_len_b=d.max_len_b)
+                               alpha=d.alpha, max_len_a=d.max_len_a, max_len_b=d.max_len_b, workers=d.workers)
 
 
 def score(model: Any, vocab: Vocab, pairs: Sequence[tuple[str, str]], config: Config,

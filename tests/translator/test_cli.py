@@ -91,6 +91,12 @@ def test_evaluate_prints_bleu_with_signature(run_dir, tmp_path, capsys, multi30k
     assert "val de-en, 5 sentences, greedy" in out
     assert "BLEU = " in out and "nrefs:1|case:mixed|eff:no|tok:13a" in out and "chrF = " in out
     assert json.loads((tmp_path / "s.json").read_text())["n_sentences"] == 5
+    # The same scores from two decoding processes (batches of 2 sentences: three batches to share).
+    assert main(["evaluate", "-c", str(run_dir), "--split", "val", "--limit", "5", "--beam-size", "1",
+                 "--data-dir", str(multi30k_dir), "--json", str(tmp_path / "w.json"), "--workers", "2",
+                 "--set", "decode.batch_size=2"]) == 0
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "sw")
+    assert two["bleu"] == one["bleu"] and two["chrf"] == one["chrf"]
 
 
 def test_average_then_translate(run_dir, capsys):

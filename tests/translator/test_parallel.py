@@ -1,6 +1,10 @@
 """Data parallelism over processes (train.workers): the split of a batch, gradients equal to one process's,
 helpers that see the optimiser's updates, exact resume, errors that name the worker."""
 
+import multiprocessing
+import os
+import time
+
 import numpy as np
 import pytest
 
@@ -116,6 +120,7 @@ def test_config_checks_workers():
 
 def test_workers_are_capped_by_the_cores_available(monkeypatch, caplog):
     monkeypatch.setattr(P.log, "propagate", True)  # a training run earlier in the session turns it off
+    monkeypatch.setattr(P, "_warned", set())  # it warns once per setting: forget earlier warnings
     monkeypatch.setattr(P.os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert P.usable_workers(1) == 1
     assert P.usable_workers(2) == 1
@@ -124,10 +129,59 @@ def test_workers_are_capped_by_the_cores_available(monkeypatch, caplog):
     assert P.usable_workers(3) == 3
 
 
+def _slow_pid(item):
+    time.sleep(0.02)  # long enough for the helpers to start and take items too
+    return item, os.getpid()
+
+
+def test_map_in_processes_keeps_the_order_and_shares_the_items():
+    items = list(range(25))
+    out = P.map_in_processes(_slow_pid, items, 3)
+    assert [item for item, _ in out] == items
+    pids = {pid for _, pid in out}
+    assert os.getpid() in pids and len(pids) == 3  # this process and both helpers took items
+    assert P.map_in_processes(_slow_pid, items[:1], 3) == [(0, os.getpid())]  # one item: no helper
+    assert P.map_in_processes(_slow_pid, [], 2) == []
+
+
+def test_map_in_processes_reports_a_failing_helper_with_its_traceback():
+    main = os.getpid()
+
+    def fails_in_helpers(item):
+        time.sleep(0.02)
+        if os.getpid() != main:
+            raise ValueError(f"item {item} went wrong")
+        return item
+
+    with pytest.raises(RuntimeError, match=r"worker process 1 failed:(.|\n)*ValueError: item \d+ went wrong"):
+        P.map_in_processes(fails_in_helpers, list(range(10)), 2)
+
+
+def test_map_in_processes_raises_an_error_of_this_process_and_stops_the_helpers():
+    main = os.getpid()
+
+    def fails_here(item):
+        time.sleep(0.02)
+        if os.getpid() == main:
+            raise KeyError("here")
+        return item
+
+    with pytest.raises(KeyError, match="here"):
+        P.map_in_processes(fails_here, list(range(10)), 2)
+    assert not multiprocessing.active_children()  # every helper was joined
+
+
+def test_config_checks_decode_workers():
+    with pytest.raises(C.ConfigError, match="decode.workers"):
+        C.load(overrides=["decode.workers=0"])
+    assert C.load(overrides=["decode.workers=2", "device=cuda"]).decode.workers == 2  # a GPU ignores it
+
+
 def test_training_with_two_workers_resumes_exactly(multi30k_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(P, "usable_workers", lambda wanted: wanted)  # two processes even on a one-core machine
+    monkeypatch.setattr(P, "usable_workers", lambda wanted, setting="": wanted)  # two processes even on one core
     n = 3
-    common = ["train.workers=2", f"train.checkpoint_every={n}", f"train.eval_every={n}"]
+    common = ["train.workers=2", "decode.workers=2", "decode.batch_size=3", f"train.checkpoint_every={n}",
+              f"train.eval_every={n}"]
     straight, split = tmp_path / "straight", tmp_path / "split"
     T.train(micro_config(multi30k_dir, *common, f"train.max_steps={2 * n}"), straight, console=False)
     T.train(micro_config(multi30k_dir, *common, f"train.max_steps={n}"), split, console=False)

@@ -207,3 +207,16 @@ def test_attention_maps_for_one_sentence():
             np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
     given = attention_maps(model, vocab, "w4 w5 w6 w7", translation=[9, 9])
     assert given["cross"].shape == (2, 4, 3, S) and given["translation"] == "w9 w9"
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_decoding_in_two_processes_gives_the_same_translations(beam_size, monkeypatch):
+    pytest.importorskip("threadpoolctl")
+    from models.translator import parallel
+
+    monkeypatch.setattr(parallel, "usable_workers", lambda wanted, setting="": wanted)  # even on one core
+    model = half_trained()
+    seqs = [s for s, _ in _pairs(np.random.default_rng(6), 23)]
+    one = translate_ids(model, seqs, BOS, EOS, beam_size=beam_size, batch_size=4)
+    assert translate_ids(model, seqs, BOS, EOS, beam_size=beam_size, batch_size=4, workers=2) == one
+    assert model.training is False  # the processes leave the model as they found it
