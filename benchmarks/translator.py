@@ -42,7 +42,7 @@ default: every core; it sets OMP/OpenBLAS/MKL thread counts before NumPy loads a
    computes the encoder's keys/values once; without the cache it re-runs the decoder over the whole prefix.
    The frameworks take turns batch by batch (who goes first alternates); everything is decoded
    ``--decode-rounds`` times and each batch counts its fastest round; the outputs are compared. With
-   ``--workers N`` the turns are groups of N batches, which ours decodes in N processes side by side
+   ``--workers N`` each turn is all the sentences, whose batches ours decodes in N processes side by side
    (``decode.workers``, as ``configs/small.yaml`` does) and the twin one after the other with its threads.
    With random weights (no ``--checkpoint``) hardly any sentence emits ``</s>``, so every one runs to the
    length limit (source length + 50): slow, but the same work for both; ``--checkpoint`` gives real lengths.
@@ -664,12 +664,13 @@ def twin_translate_ids(model: Any, sources: list[list[int]], beam: int, batch_si
 
 
 def decode_chunks(sources: list[list[int]], args: argparse.Namespace) -> list[list[list[int]]]:
-    """The sources of the decoding batches that translating them all would make (sorted by length), in groups
-    of ``--workers`` batches: the unit the frameworks take turns on (ours decodes a group's batches side by
-    side in that many processes, the twin one after the other with ``--threads`` threads)."""
-    batches = [[sources[i] for i in b.indices] for b in decode_batches(sources, args.decode_batch)[0]]
-    n = max(args.workers, 1)
-    return [[s for b in batches[i: i + n] for s in b] for i in range(0, len(batches), n)]
+    """The units the frameworks take turns on: the sources of each decoding batch that translating them all
+    would make (sorted by length); with ``--workers`` > 1 all of them at once, which ours spreads over that
+    many processes (biggest batches first, each process taking the next when it is done) and the twin
+    decodes batch after batch with its threads."""
+    if args.workers > 1:
+        return [list(sources)]
+    return [[sources[i] for i in b.indices] for b in decode_batches(sources, args.decode_batch)[0]]
 
 
 def decode_with(name: str, model: Any, sources: list[list[int]], beam: int, use_cache: bool,
@@ -841,7 +842,7 @@ def report(res: dict[str, Any]) -> str:
                                                "a worker process of its own") + ", alternating")
     if res["args"].get("workers", 1) > 1:
         lines.append(f"ours in {res['args']['workers']} processes (--workers) of one BLAS thread each: sharing each "
-                     f"training batch, decoding {res['args']['workers']} batches side by side; the twin in one "
+                     f"training batch, decoding batches side by side; the twin in one "
                      f"process with {res['args']['threads']} threads")
     rows = []
     tr = res["training"]
