@@ -26,7 +26,10 @@ of sentences go to processes of one BLAS thread each, which take the next batch 
 README's 2-core VM, greedy decoding of the 1,000 test sentences in batches of 128 ran at 363-373 sentences/s
 in two processes against 268-307 in one process with two threads.
 
-The helpers are forked (Linux and macOS); they exit when the main process closes them or dies.
+The helpers are forked (Linux and macOS); they exit when the main process closes them or dies. (Python 3.12+
+warns, with a DeprecationWarning hidden outside tests, that forking a process with threads may deadlock:
+the threads here are OpenBLAS's pool, which OpenBLAS shuts down before a fork (pthread_atfork) and restarts
+when it is next needed.)
 """
 
 from __future__ import annotations
