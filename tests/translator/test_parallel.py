@@ -129,6 +129,18 @@ def test_workers_are_capped_by_the_cores_available(monkeypatch, caplog):
     assert P.usable_workers(3) == 3
 
 
+def test_no_helpers_from_a_daemonic_process(monkeypatch, caplog):
+    monkeypatch.setattr(P.log, "propagate", True)
+    monkeypatch.setattr(P, "_warned", set())
+    monkeypatch.setattr(P.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(P.multiprocessing, "current_process", lambda: type("Daemon", (), {"daemon": True})())
+    assert P.usable_workers(2, "decode.workers") == 1
+    assert "decode.workers = 2 but this is a daemonic process" in caplog.text
+    caplog.clear()
+    assert P.usable_workers(2, "decode.workers") == 1
+    assert caplog.text == ""  # said once
+
+
 def _slow_pid(item):
     time.sleep(0.02)  # long enough for the helpers to start and take items too
     return item, os.getpid()
