@@ -8,6 +8,7 @@ One concern per module, in the order data flows:
     batching.py     token-count batches
     config.py       the experiment config (YAML/TOML + CLI overrides)
     train.py        the training loop, evaluation during training, final scores
+    parallel.py     CPU processes: sharing each training batch, decoding batches side by side
     search.py       greedy and beam search with a key/value cache
     evaluate.py     sacreBLEU / chrF
     checkpoints.py  checkpoint files, keep-last-K, averaging, loading a model to translate

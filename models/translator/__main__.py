@@ -9,6 +9,7 @@
                ... --input sentences.de  |  < sentences.de  |  (no input: an interactive prompt)
                ... --beam-size 4 --attention attention.png
     evaluate   python -m models.translator evaluate -c runs/small --split test_2016_flickr --beam-size 4
+               ... --workers 2                        (decode in 2 processes; default: the run's decode.workers)
     average    python -m models.translator average runs/small --last 5      -> runs/small/averaged.safetensors
 
 ``-c`` takes a checkpoint file or a run directory (its ``best.safetensors``, else the newest step).
