@@ -34,6 +34,7 @@ when it is next needed.)
 
 from __future__ import annotations
 
+import functools
 import mmap
 import multiprocessing
 import os
@@ -73,6 +74,39 @@ def usable_workers(wanted: int, setting: str = "train.workers") -> int:
     return usable
 
 
+@functools.cache
+def _blas_libraries() -> Any:
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()  # found once (it scans the loaded libraries); forked helpers inherit it
+
+
+def _one_blas_thread() -> Any:
+    """Limit this process's BLAS to one thread (a context manager; in a helper, simply call it and keep the
+    limit): the other cores are busy with the other processes' work."""
+    return _blas_libraries().limit(limits=1, user_api="blas")
+
+
+def _receive(pipe: Any, who: str) -> Any:
+    """The value a helper answered with ``("ok", value)``; its ``("error", traceback)`` or its death raises,
+    naming ``who`` (e.g. "gradient worker 1")."""
+    try:
+        status, value = pipe.recv()
+    except EOFError:
+        raise RuntimeError(f"{who} exited unexpectedly (killed? out of memory?)") from None
+    if status == "error":
+        raise RuntimeError(f"{who} failed:\n{value}")
+    return value
+
+
+def _send_failure(pipe: Any) -> None:
+    """In a helper, inside ``except``: send the traceback, which ``_receive`` raises in the main process."""
+    try:
+        pipe.send(("error", traceback.format_exc()))
+    except OSError:  # the main process is gone
+        pass
+
+
 def map_in_processes(function: Callable[[Item], Result], items: Sequence[Item], n_workers: int) -> list[Result]:
     """``[function(item) for item in items]``, computed by ``n_workers`` processes at once: this one and
     ``n_workers - 1`` helpers forked for the call, one BLAS thread each.
@@ -84,9 +118,6 @@ def map_in_processes(function: Callable[[Item], Result], items: Sequence[Item], 
     n = min(n_workers, len(items))
     if n < 2:
         return [function(item) for item in items]
-    from threadpoolctl import ThreadpoolController
-
-    blas = ThreadpoolController()
     context = multiprocessing.get_context("fork")
     counter = context.Value("q", 0)  # the next item to take, with its lock
 
@@ -101,13 +132,13 @@ def map_in_processes(function: Callable[[Item], Result], items: Sequence[Item], 
             done.append((i, function(items[i])))
 
     def helper(pipe: Any) -> None:
-        blas.limit(limits=1, user_api="blas")
+        _one_blas_thread()
         try:
             pipe.send(("ok", work()))
         except KeyboardInterrupt:  # Ctrl-C reached the whole process group: the main process reports it
             return
         except BaseException:  # report it: the main process raises it with this traceback
-            pipe.send(("error", traceback.format_exc()))
+            _send_failure(pipe)
 
     pipes, helpers = [], []
     try:
@@ -118,18 +149,12 @@ def map_in_processes(function: Callable[[Item], Result], items: Sequence[Item], 
             there.close()  # before the next fork: a helper that dies must leave no open sending end behind
             pipes.append(here)
             helpers.append(process)
-        with blas.limit(limits=1, user_api="blas"):  # the other cores are busy with the helpers' items
+        with _one_blas_thread():
             results: list[Any] = [None] * len(items)
             for i, result in work():
                 results[i] = result
         for rank, pipe in enumerate(pipes, start=1):
-            try:
-                status, value = pipe.recv()
-            except EOFError:
-                raise RuntimeError(f"worker process {rank} exited unexpectedly (killed? out of memory?)") from None
-            if status == "error":
-                raise RuntimeError(f"worker process {rank} failed:\n{value}")
-            for i, result in value:
+            for i, result in _receive(pipe, f"worker process {rank}"):
                 results[i] = result
         return results
     except BaseException:
@@ -170,15 +195,12 @@ class GradientWorkers:
             raise ValueError(f"GradientWorkers: data parallelism over processes is for the CPU, not {device}")
         if "fork" not in multiprocessing.get_all_start_methods():
             raise RuntimeError("train.workers > 1 needs processes started by fork (Linux, macOS); set train.workers=1")
-        from threadpoolctl import ThreadpoolController
-
         self.model, self.n, self.label_smoothing, self.device = model, n_workers, label_smoothing, device
         self.params = [p for p in model.parameters() if p.requires_grad]
         for p, shared in zip(self.params, _shared_arrays([p.data for p in self.params])):
             shared[...] = p.data
             p.data = shared
         self.grads = [_shared_arrays([p.data for p in self.params]) for _ in range(n_workers - 1)]
-        self.blas = ThreadpoolController()
         self.helper_rss_mb = [0.0] * (n_workers - 1)
         context = multiprocessing.get_context("fork")
         self.pipes, self.helpers = [], []
@@ -199,11 +221,13 @@ class GradientWorkers:
         for rank, pipe in enumerate(self.pipes, start=1):
             share = [p[rank] for p in parts if len(p) > rank]
             pipe.send((share, n_tokens, int(generator.integers(2**63))))
-        with self.blas.limit(limits=1, user_api="blas"):  # the other cores are busy with the helpers' parts
+        with _one_blas_thread():
             total = accumulate_gradients(self.model, [p[0] for p in parts], n_tokens, self.label_smoothing,
                                          self.device)
         for index, (pipe, grads) in enumerate(zip(self.pipes, self.grads)):
-            total += self._receive(index, pipe)
+            loss, rss = _receive(pipe, f"gradient worker {index + 1}")  # this process is worker 0
+            total += loss
+            self.helper_rss_mb[index] = max(self.helper_rss_mb[index], rss)
             for p, g in zip(self.params, grads):
                 if p.grad is None:
                     p.grad = ta.Tensor._make(g.copy())
@@ -211,20 +235,9 @@ class GradientWorkers:
                     p.grad.data += g
         return total
 
-    def _receive(self, index: int, pipe: Any) -> float:
-        """The loss of helper ``index`` (0-based; it is worker ``index + 1``, this process being worker 0)."""
-        try:
-            status, value, rss = pipe.recv()
-        except EOFError:
-            raise RuntimeError(f"gradient worker {index + 1} exited unexpectedly (killed? out of memory?)") from None
-        if status == "error":
-            raise RuntimeError(f"gradient worker {index + 1} failed:\n{value}")
-        self.helper_rss_mb[index] = max(self.helper_rss_mb[index], rss)
-        return value
-
     def _helper_loop(self, pipe: Any, grads: list[np.ndarray]) -> None:
         """A helper's life: wait for a share of a step, compute its gradient into ``grads``, answer the loss."""
-        self.blas.limit(limits=1, user_api="blas")  # for good: this process only ever computes one share
+        _one_blas_thread()  # for good: this process only ever computes one share
         for other in self.pipes:  # the main process's ends of earlier helpers' pipes, inherited by the fork:
             other.close()  # closed, so that those helpers see end-of-file when the main process dies
         while True:
@@ -247,14 +260,11 @@ class GradientWorkers:
                     else:
                         np.copyto(g, p.grad.data)
                     p.grad = None
-                pipe.send(("ok", loss, peak_rss_mb()))
+                pipe.send(("ok", (loss, peak_rss_mb())))
             except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C, or the main process is gone
                 return
             except BaseException:  # report it: the main process raises it with this traceback
-                try:
-                    pipe.send(("error", traceback.format_exc(), 0.0))
-                except OSError:
-                    return
+                _send_failure(pipe)
 
     def close(self) -> None:
         """Tell the helpers to exit and wait for them (terminating any that do not)."""
