@@ -151,6 +151,12 @@ QUICK_MODEL = dict(d_model=32, n_heads=2, n_encoder_layers=1, n_decoder_layers=1
 QUICK_PAIRS = 2000
 
 
+def standing_clock() -> float:
+    """The training clock given to a schedule whose cosine ends with its minutes: it stands still, so a
+    benchmark's few steps keep the lr of the schedule's start (warmup, then the peak), as a real run's would."""
+    return 0.0
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The PyTorch twin: models/transformer.py in torch.nn, with the same parameter names
 # ---------------------------------------------------------------------------------------------------------
@@ -432,11 +438,12 @@ def twin_optimizer(config: cfg.Config, twin: Any) -> tuple[Any, Any]:
     from models.translator.train import make_optimizer
 
     t, peak = config.train, cfg.peak_lr(config)
-    _, ours = make_optimizer(config, ta.nn.Linear(1, 1))
+    _, ours = make_optimizer(config, ta.nn.Linear(1, 1), clock=standing_clock)
 
-    def our_lr(step: int) -> float:  # the lr of 0-based step ``step``
-        ours.last_epoch = step
-        return ours.get_lr()[0]
+    def our_lr(step: int) -> float:  # the lr of 0-based step ``step``; LambdaLR asks for 0, 1, 2, ... in turn
+        while ours.last_epoch < step:
+            ours.step()
+        return ours.get_last_lr()[0]
 
     optimizer = torch.optim.Adam(twin.parameters(), lr=peak, betas=tuple(t.betas), eps=t.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: our_lr(step) / peak)
@@ -461,7 +468,7 @@ def our_step_fn(config: cfg.Config, model: Any, workers: int = 1) -> Any:
     (``parallel.GradientWorkers``, kept in the function's ``workers`` attribute: their peak RSS counts too)."""
     from models.translator.train import make_optimizer, train_step
 
-    optimizer, scheduler = make_optimizer(config, model)
+    optimizer, scheduler = make_optimizer(config, model, clock=standing_clock)
     device = ta.device("cpu")
     pool = None
     if workers > 1:

@@ -28,8 +28,12 @@ tokens per epoch), so 4,000 warmup steps would be 40 epochs of tiny learning rat
 ``peak_lr(config)`` computes it.
 
 ``train.schedule = "cosine"`` keeps the warmup and the peak and then follows a half cosine down to 0 at
-``train.max_steps``. For a run with a fixed budget this anneals the weights at the end, where the
-``1/sqrt(step)`` decay stops at whatever learning rate the budget leaves it (``configs/small.yaml``).
+``train.max_steps`` or at the end of ``train.max_minutes`` of training, whichever comes first (the budget
+fraction used is ``max(step / max_steps, minutes / max_minutes)``; ``max_epochs`` stops a run but does not
+shape the cosine). For a run with a fixed budget this anneals the weights at the end, where the
+``1/sqrt(step)`` decay stops at whatever learning rate the budget leaves it. With a budget in minutes the
+cosine fits the steps that a machine manages in that time, fast or slow (``configs/small.yaml``: 35 minutes);
+the price is that the learning rate, and so the run, depends on measured time.
 
 Overrides from the command line use dotted keys, ``--set model.d_model=256 train.warmup=400``; values
 are parsed as YAML (``true``, ``null``, ``[0.9, 0.98]``) and then checked against the field's type.
@@ -91,7 +95,7 @@ class TrainConfig:
     seed: int = 1234
     lr_factor: float = 0.4  # peak lr = lr_factor / sqrt(d_model * warmup), reached at the end of the warmup
     warmup: int = 250  # steps of linear warmup
-    schedule: str = "noam"  # after the warmup: "noam" (the paper: ~1/sqrt(step)) or "cosine" (to 0 at max_steps)
+    schedule: str = "noam"  # after the warmup: "noam" (the paper: ~1/sqrt(step)) or "cosine" (to 0 at the budget's end)
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-9
     label_smoothing: float = 0.1
@@ -368,8 +372,11 @@ def validate(config: Config) -> Config:
     need(t.lr_factor > 0, "train.lr_factor", t.lr_factor, "must be positive")
     need(t.warmup >= 1, "train.warmup", t.warmup, "must be at least 1")
     need(t.schedule in SCHEDULES, "train.schedule", t.schedule, f"use one of {', '.join(SCHEDULES)}")
-    need(t.schedule != "cosine" or (t.max_steps is not None and t.max_steps > t.warmup), "train.schedule",
-         t.schedule, "needs train.max_steps above train.warmup (the cosine reaches 0 at max_steps)")
+    need(t.schedule != "cosine" or t.max_minutes is not None or (t.max_steps is not None and t.max_steps > t.warmup),
+         "train.schedule", t.schedule, "needs a budget to end with: train.max_steps above train.warmup, or "
+         "train.max_minutes")
+    need(t.schedule != "cosine" or t.max_steps is None or t.max_steps >= t.warmup, "train.max_steps", t.max_steps,
+         f"must be at least train.warmup = {t.warmup} with the cosine schedule")
     need(all(0.0 <= b < 1.0 for b in t.betas), "train.betas", t.betas, "both must be in [0, 1)")
     need(t.eps > 0, "train.eps", t.eps, "must be positive")
     need(0.0 <= t.label_smoothing < 1.0, "train.label_smoothing", t.label_smoothing, "must be in [0, 1)")

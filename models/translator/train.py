@@ -4,7 +4,8 @@ One call, ``train(config, run_dir)``, does a whole run::
 
     data     load the training and validation pairs (models.translator.data)
     vocab    train a joint SentencePiece vocabulary on the training split -> <run_dir>/spm.model
-    model    build the preset (models.transformer.build_model), Adam(0.9, 0.98, 1e-9), Noam schedule
+    model    build the preset (models.transformer.build_model), Adam(0.9, 0.98, 1e-9), Noam or cosine
+             schedule (the cosine can end with the time budget: ``_Run.training_seconds`` is its clock)
     loop     token-count batches; label-smoothed cross-entropy summed over the target tokens of
              ``accum_steps`` batches and divided by their number (so accumulation = one big batch);
              optional clipping of the gradient norm; one optimiser step and one schedule step
@@ -20,7 +21,9 @@ Resuming (``resume=True``) restores from the newest ``ckpt_step<N>``: parameters
 the schedule, the random generator (dropout) and the position in the data (epoch and batches done
 in it; the batch order of an epoch depends only on the seed and the epoch number). The run then
 continues as if it had never stopped: ``N`` steps + resume + ``M`` steps ends with the same
-parameters as ``N + M`` steps in one go (on the CPU; CuPy's generator state is not restored).
+parameters as ``N + M`` steps in one go (on the CPU; CuPy's generator state is not restored), unless the
+learning rate follows the clock (a cosine ending with ``max_minutes``): then it depends on how fast the
+steps ran, before the stop and after it.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -115,16 +118,24 @@ def build(config: Config, vocab_size: int, device: ta.Device) -> Any:
     return build_model(vocab_size, pad_id=PAD_ID, **config.model_hparams()).to(device)
 
 
-def make_optimizer(config: Config, model: Any) -> tuple[Any, Any]:
+def make_optimizer(config: Config, model: Any, clock: Callable[[], float] | None = None) -> tuple[Any, Any]:
     """Adam with the config's betas/eps and its schedule, which sets the lr of every step: the paper's Noam
-    schedule, or the same warmup and peak followed by a cosine decay to 0 at ``train.max_steps``."""
+    schedule, or the same warmup and peak followed by a cosine decay to 0 at ``train.max_steps`` or at the end
+    of ``train.max_minutes``, whichever comes first. The minutes count only with a ``clock`` (training
+    seconds so far, as the training loop measures them); without one the cosine needs ``max_steps``."""
     t = config.train
     from tinygrad_attn.optim import Adam
     from tinygrad_attn.optim.lr_scheduler import LinearWarmupCosineDecay, NoamLR
 
     optimizer = Adam(model.parameters(), lr=cfg.peak_lr(config), betas=t.betas, eps=t.eps)
     if t.schedule == "cosine":
-        return optimizer, LinearWarmupCosineDecay(optimizer, warmup_steps=t.warmup, total_steps=t.max_steps)
+        timed = t.max_minutes is not None and clock is not None
+        if t.max_steps is None and not timed:
+            raise ConfigError("train.schedule = 'cosine' with train.max_steps = null decays over "
+                              "train.max_minutes, which needs a clock: pass make_optimizer(..., clock=...)")
+        return optimizer, LinearWarmupCosineDecay(optimizer, warmup_steps=t.warmup, total_steps=t.max_steps,
+                                                  total_seconds=60.0 * t.max_minutes if timed else None,
+                                                  clock=clock if timed else None)
     return optimizer, NoamLR(optimizer, d_model=config.model.d_model, warmup=t.warmup, factor=t.lr_factor)
 
 
@@ -391,8 +402,9 @@ class _Run:
 
         ta.manual_seed(t.seed)
         self.model = build(config, len(self.vocab), device)
-        self.optimizer, self.scheduler = make_optimizer(config, self.model)
         self.progress = Progress()
+        self._step_start = time.perf_counter()
+        self.optimizer, self.scheduler = make_optimizer(config, self.model, clock=self.training_seconds)
         if saved is not None:
             self.model.load_state_dict(saved.model)
             self.optimizer.load_state_dict(saved.optimizer)
@@ -412,6 +424,10 @@ class _Run:
         self.helper_rss_mb = 0.0
 
     # -- helpers --
+    def training_seconds(self) -> float:
+        """Training time so far, the step under way included: the clock of a schedule with a time budget."""
+        return self.progress.train_seconds + (time.perf_counter() - self._step_start)
+
     def _contents(self) -> dict[str, Any]:
         return dict(model_state=self.model.state_dict(), config=self.config.to_dict(),
                     vocab_bytes=self.vocab.to_bytes(), progress=asdict(self.progress),
@@ -467,7 +483,7 @@ class _Run:
         last_eval = last_save = p.step if p.step else -1
         try:
             while (reason := _stop_reason(self.config, p)) is None:
-                start = time.perf_counter()
+                start = self._step_start = time.perf_counter()
                 batches = [next(stream) for _ in range(t.accum_steps)]
                 loss_sum, n_tokens = train_step(self.model, self.optimizer, self.scheduler, batches, self.config,
                                                 self.device, workers)

@@ -64,6 +64,87 @@ def test_linear_warmup_cosine_decay_closed_form(warmup, total, min_lr):
     assert used[-1] == pytest.approx(min_lr)
 
 
+class FakeClock:
+    """Seconds that advance only when told: each optimizer step of the tests below takes ``per_step``."""
+
+    def __init__(self, per_step: float) -> None:
+        self.seconds, self.per_step = 0.0, per_step
+
+    def __call__(self) -> float:
+        return self.seconds
+
+
+def lrs_used_timed(opt, sched, clock, steps):
+    seen = []
+    for _ in range(steps):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        clock.seconds += clock.per_step  # the step took this long; the scheduler then sets the next lr
+        sched.step()
+    return np.array(seen)
+
+
+@pytest.mark.parametrize("per_step, warmup", [(2.0, 4), (0.5, 4), (3.0, 0)])
+def test_cosine_over_a_time_budget_ends_when_the_time_does(per_step, warmup):
+    """With seconds alone, f = clock / total_seconds: the cosine fits the steps the time allows; f_w is the
+    fraction spent in the warmup, so p = (t - t_w) / (T - t_w) with t the time after n - 1 steps."""
+    base, total_seconds = 0.3, 60.0
+    opt, clock = make_opt(base), FakeClock(per_step)
+    sched = LinearWarmupCosineDecay(opt, warmup_steps=warmup, total_seconds=total_seconds, clock=clock)
+    steps_in_budget = int(total_seconds / per_step)
+    used = lrs_used_timed(opt, sched, clock, steps_in_budget + 3)
+    t_w = warmup * per_step
+    for n, lr in enumerate(used, start=1):
+        t = (n - 1) * per_step  # time spent before step n, when its lr was set
+        if n <= warmup:
+            expected = base * n / warmup
+        elif t >= total_seconds:
+            expected = 0.0
+        else:
+            expected = base * 0.5 * (1 + math.cos(math.pi * (t - t_w) / (total_seconds - t_w)))
+        assert lr == pytest.approx(expected, rel=1e-12, abs=1e-15), n
+    assert used[steps_in_budget] == 0.0 and used[steps_in_budget - 1] > 0.0
+
+
+def test_cosine_with_steps_and_seconds_follows_whichever_budget_runs_out_first():
+    """f = max(n / total_steps, t / total_seconds): a slow clock leaves the step budget in charge (the lrs
+    of the steps-only schedule, exactly); a fast one ends the decay early, at the time budget."""
+    opt = make_opt(0.3)
+    steps_only = lrs_used(opt, LinearWarmupCosineDecay(opt, 5, total_steps=40), 45)[:, 0]
+    opt, clock = make_opt(0.3), FakeClock(per_step=1.0)  # 40 steps take 40 s of a 1,000 s budget
+    slow = lrs_used_timed(opt, LinearWarmupCosineDecay(opt, 5, total_steps=40, total_seconds=1000.0, clock=clock),
+                          clock, 45)
+    np.testing.assert_array_equal(slow, steps_only)
+    opt, clock = make_opt(0.3), FakeClock(per_step=1.0)  # 20 s budget: half the steps
+    fast = lrs_used_timed(opt, LinearWarmupCosineDecay(opt, 5, total_steps=40, total_seconds=20.0, clock=clock),
+                          clock, 45)
+    np.testing.assert_array_equal(fast[:5], steps_only[:5])  # the same warmup
+    assert fast[5] == pytest.approx(0.3)  # f = f_w: the clock read 5 s after the warmup's 5 steps
+    assert np.all(fast[6:20] < steps_only[6:20]) and fast[19] > 0.0 and np.all(fast[20:] == 0.0)
+
+
+def test_time_budget_resumes_from_the_saved_warmup_fraction():
+    """The clock is not saved; f_w is: a resumed run whose clock goes on from the saved time gets the same lrs."""
+    def make(clock):
+        opt = make_opt(0.3)
+        return opt, LinearWarmupCosineDecay(opt, 3, total_seconds=30.0, clock=clock)
+
+    clock = FakeClock(per_step=1.5)
+    opt, sched = make(clock)
+    straight = lrs_used_timed(opt, sched, clock, 20)
+    clock = FakeClock(per_step=1.5)
+    opt, sched = make(clock)
+    first = lrs_used_timed(opt, sched, clock, 8)
+    state = (opt.state_dict(), sched.state_dict())
+    assert "clock" not in state[1] and state[1]["warmup_end"] == pytest.approx(4.5 / 30.0)
+    resumed_clock = FakeClock(per_step=1.5)
+    resumed_clock.seconds = clock.seconds
+    opt, sched = make(resumed_clock)
+    opt.load_state_dict(state[0])
+    sched.load_state_dict(state[1])
+    np.testing.assert_array_equal(np.concatenate([first, lrs_used_timed(opt, sched, resumed_clock, 12)]), straight)
+
+
 def test_noam_follows_the_paper_from_step_one():
     opt = make_opt(123.0, groups=2)  # the optimizer's own lr is replaced
     d_model, warmup, factor = 512, 40, 2.0
@@ -152,6 +233,9 @@ def test_initial_lr_is_recorded_and_required_when_resuming():
     (lambda o: NoamLR(o, d_model=8, warmup=0), "warmup"),
     (lambda o: LinearWarmupCosineDecay(o, warmup_steps=5, total_steps=3), "warmup_steps"),
     (lambda o: LinearWarmupCosineDecay(o, warmup_steps=1, total_steps=3, min_lr=-1.0), "min_lr"),
+    (lambda o: LinearWarmupCosineDecay(o, warmup_steps=1), "give a budget"),
+    (lambda o: LinearWarmupCosineDecay(o, warmup_steps=1, total_seconds=60.0), "come with a clock"),
+    (lambda o: LinearWarmupCosineDecay(o, warmup_steps=1, total_seconds=0.0, clock=lambda: 0.0), "total_seconds"),
     (lambda o: LambdaLR(o, [lambda e: 1.0, lambda e: 1.0]), "one per parameter group"),
 ])
 def test_bad_arguments_raise_clear_errors(make, match):

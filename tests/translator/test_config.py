@@ -73,7 +73,7 @@ def test_unknown_key_lists_the_valid_ones(tmp_path):
         ("train.warmup=0", r"train\.warmup = 0 is not allowed"),
         ("model.dropout=1.5", r"model\.dropout = 1\.5 is not allowed.*\[0, 1\)"),
         ("train.schedule=linear", r"train\.schedule = 'linear' is not allowed: use one of noam, cosine"),
-        ("train.schedule=cosine", r"train\.schedule = 'cosine' is not allowed: needs train\.max_steps above"),
+        ("train.schedule=cosine", r"train\.schedule = 'cosine' is not allowed: needs a budget to end with"),
         ("model.attention_dropout=-0.1", r"model\.attention_dropout = -0\.1 is not allowed.*\[0, 1\)"),
         ("train.label_smoothing=-0.1", r"train\.label_smoothing"),
         ("model.norm_first=maybe", r"model\.norm_first must be bool"),
@@ -106,6 +106,9 @@ def test_cross_field_rules():
         C.load(overrides=["model.d_model=64", "model.n_heads=3"])
     with pytest.raises(ConfigError, match=r"data\.max_len = 300 .*model\.max_positions = 256"):
         C.load(overrides=["model.max_positions=256", "data.max_len=300"])
+    with pytest.raises(ConfigError, match=r"train\.max_steps = 10 is not allowed: must be at least train\.warmup"):
+        C.load(overrides=["train.schedule=cosine", "train.max_minutes=5", "train.max_steps=10"])
+    C.load(overrides=["train.schedule=cosine", "train.max_minutes=5", "train.max_epochs=null"])  # minutes alone
 
 
 def test_a_bad_file_is_named(tmp_path):

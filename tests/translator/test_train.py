@@ -115,6 +115,20 @@ def test_time_budget_stops_training(multi30k_dir, tmp_path):
     assert "time budget of 0.001 minutes used" in (tmp_path / "run" / T.LOG_NAME).read_text()
 
 
+def test_cosine_over_minutes_ends_at_zero_when_the_time_is_up(multi30k_dir, tmp_path):
+    """schedule=cosine with max_minutes and no max_steps: the decay follows the training clock, whatever the
+    step rate, and the lr set after the last step (the one logged with it) is 0."""
+    config = micro_config(multi30k_dir, "train.schedule=cosine", "train.warmup=2", "train.max_minutes=0.01",
+                          "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=0")
+    T.train(config, tmp_path / "run", console=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / T.METRICS_NAME).read_text().splitlines()]
+    lrs = [r["lr"] for r in records if r["kind"] == "train"]
+    assert len(lrs) > 5 and lrs[-1] == 0.0 and all(lr > 0 for lr in lrs[:-1])
+    assert lrs[1] == pytest.approx(C.peak_lr(C.resolve(config)))  # the lr of step 3, set right after the warmup
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:]))  # then down the cosine
+    assert ckpt.load_checkpoint(tmp_path / "run").progress["train_seconds"] >= 0.6
+
+
 def test_existing_run_needs_resume_or_overwrite(multi30k_dir, tmp_path):
     config = micro_config(multi30k_dir, "train.max_steps=1", "train.eval_every=0")
     T.train(config, tmp_path / "run", console=False)

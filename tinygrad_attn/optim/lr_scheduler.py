@@ -9,7 +9,8 @@ A scheduler follows PyTorch's protocol. Constructing it records each group's sta
         ...; opt.step(); sched.step()               # after k calls, the lr of step k + 1
 
 ``last_epoch`` counts the ``sched.step()`` calls (0 after construction). Every schedule here is a
-closed-form function of ``last_epoch``, so ``state_dict()`` / ``load_state_dict()`` resume it exactly.
+closed-form function of ``last_epoch``, so ``state_dict()`` / ``load_state_dict()`` resume it exactly;
+the one exception, ``LinearWarmupCosineDecay`` with a budget in seconds, also reads a clock.
 """
 
 from __future__ import annotations
@@ -119,37 +120,73 @@ class StepLR(LRScheduler):
 
 
 class LinearWarmupCosineDecay(LRScheduler):
-    """Linear warmup to the initial lr, then cosine decay to ``min_lr``, counted in optimizer steps.
+    """Linear warmup to the initial lr, then cosine decay to ``min_lr`` over the rest of a budget of steps,
+    of seconds, or of both (whichever runs out first).
 
     The n-th ``optimizer.step()`` (n = ``last_epoch + 1``, so n = 1 right after construction) uses::
 
         lr(n) = initial_lr · n / warmup_steps                       for n ≤ warmup_steps
-        lr(n) = min_lr + (initial_lr - min_lr) · (1 + cos(π·p)) / 2   in between, p = (n - warmup) / (total - warmup)
-        lr(n) = min_lr                                              for n ≥ total_steps
+        lr(n) = min_lr + (initial_lr - min_lr) · (1 + cos(π·p)) / 2   after it, p = (f - f_w) / (1 - f_w)
+        lr(n) = min_lr                                              once f ≥ 1
 
-    so the lr peaks at step ``warmup_steps`` and reaches ``min_lr`` at step ``total_steps`` (the first case
-    wins when ``warmup_steps == total_steps``: no decay, then ``min_lr``).
+    where f is the fraction of the budget used, ``max(n / total_steps, clock() / total_seconds)`` (a term
+    without its budget is left out; the clock is read when the lr of step n is set, after n - 1 steps), and
+    f_w its value when the warmup ended. With steps alone this is
+    p = (n - warmup) / (total - warmup): the lr peaks at step ``warmup_steps`` and reaches ``min_lr`` at step
+    ``total_steps`` (the first case wins when ``warmup_steps == total_steps``: no decay, then ``min_lr``).
+
+    A budget in seconds needs ``clock``, a function that returns the seconds spent so far (training time,
+    say, leaving evaluation out): the decay then fits whatever number of steps the time allows, on a fast
+    machine or a slow one. Such an lr depends on measured time, so it is not reproducible to the bit; the
+    clock is not saved with ``state_dict()`` (f_w is), so pass a clock that resumes its count when resuming.
     """
 
-    def __init__(self, optimizer: Optimizer, warmup_steps: int, total_steps: int, min_lr: float = 0.0,
-                 last_epoch: int = -1) -> None:
-        integers = isinstance(warmup_steps, int) and isinstance(total_steps, int)
-        if not integers or not 0 <= warmup_steps <= total_steps or total_steps < 1:
-            raise ValueError("LinearWarmupCosineDecay: need integers 0 <= warmup_steps <= total_steps and total_steps"
+    def __init__(self, optimizer: Optimizer, warmup_steps: int, total_steps: int | None = None, min_lr: float = 0.0,
+                 last_epoch: int = -1, total_seconds: float | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
+        name = "LinearWarmupCosineDecay"
+        if total_steps is None and total_seconds is None:
+            raise ValueError(f"{name}: give a budget, total_steps or total_seconds (or both)")
+        if not isinstance(warmup_steps, int) or warmup_steps < 0 or (total_steps is not None and not (
+                isinstance(total_steps, int) and 1 <= total_steps and warmup_steps <= total_steps)):
+            raise ValueError(f"{name}: need integers 0 <= warmup_steps <= total_steps and total_steps"
                              f" >= 1, got warmup_steps={warmup_steps!r}, total_steps={total_steps!r}")
+        if total_seconds is not None and not (total_seconds > 0 and callable(clock)):
+            raise ValueError(f"{name}: total_seconds must be > 0 and come with a clock (a function returning the "
+                             f"seconds spent), got total_seconds={total_seconds!r}, clock={clock!r}")
         if min_lr < 0:
-            raise ValueError(f"LinearWarmupCosineDecay: min_lr must be >= 0, got {min_lr!r}")
-        self.warmup_steps, self.total_steps, self.min_lr = warmup_steps, total_steps, min_lr
+            raise ValueError(f"{name}: min_lr must be >= 0, got {min_lr!r}")
+        self.warmup_steps, self.total_steps, self.total_seconds, self.min_lr = (warmup_steps, total_steps,
+                                                                               total_seconds, min_lr)
+        self.clock = clock
+        self.warmup_end: float | None = None  # f_w, the budget fraction used when the warmup ended
         super().__init__(optimizer, last_epoch)
 
+    def budget_used(self) -> float:
+        """f: the fraction of the budget used at optimizer step ``last_epoch + 1``."""
+        n = self.last_epoch + 1
+        f = n / self.total_steps if self.total_steps is not None else 0.0
+        if self.total_seconds is not None:
+            f = max(f, self.clock() / self.total_seconds)
+        return f
+
+    def step(self) -> None:
+        if self.warmup_end is None and self.last_epoch + 2 > self.warmup_steps:  # step warmup_steps is done
+            self.warmup_end = self.budget_used()
+        super().step()
+
     def get_lr(self) -> list[float]:
-        n, warmup, total = self.last_epoch + 1, self.warmup_steps, self.total_steps
+        n, warmup = self.last_epoch + 1, self.warmup_steps
         if n <= warmup:
             return [base * n / warmup for base in self.base_lrs]
-        if n >= total:
+        f, f_w = self.budget_used(), self.warmup_end
+        if f >= 1 or f_w >= 1:
             return [self.min_lr for _ in self.base_lrs]
-        cosine = 0.5 * (1 + math.cos(math.pi * (n - warmup) / (total - warmup)))
+        cosine = 0.5 * (1 + math.cos(math.pi * max(f - f_w, 0.0) / (1 - f_w)))
         return [self.min_lr + (base - self.min_lr) * cosine for base in self.base_lrs]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "clock")}
 
 
 class NoamLR(LRScheduler):
