@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="where the run is written (default: runs/<preset>)")
     p.add_argument("--data-dir", help="folder with the Multi30k .gz files")
     p.add_argument("--device", help="cpu, cuda or cuda:N")
-    p.add_argument("--max-minutes", type=float, help="training time budget in minutes")
+    p.add_argument("--max-minutes", type=float,
+                   help="training time budget in minutes (a cosine schedule reaches 0 when it is used up)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     p.add_argument("--max-epochs", type=int, help="stop after this many epochs")
     p.add_argument("--seed", type=int)
