@@ -159,7 +159,9 @@ class LinearWarmupCosineDecay(LRScheduler):
         self.warmup_steps, self.total_steps, self.total_seconds, self.min_lr = (warmup_steps, total_steps,
                                                                                total_seconds, min_lr)
         self.clock = clock
-        self.warmup_end: float | None = None  # f_w, the budget fraction used when the warmup ended
+        # f_w, the budget fraction used when the warmup ended: known now for steps alone (so the lr stays a
+        # closed form of last_epoch, and last_epoch=k resumes it), read off the clock at the time for seconds.
+        self.warmup_end: float | None = warmup_steps / total_steps if total_seconds is None else None
         super().__init__(optimizer, last_epoch)
 
     def budget_used(self) -> float:
