@@ -35,7 +35,7 @@ shape the cosine). For a run with a fixed budget this anneals the weights at the
 cosine fits the steps that a machine manages in that time, fast or slow (``configs/small.yaml``: 35 minutes);
 the price is that the learning rate, and so the run, depends on measured time.
 
-Overrides from the command line use dotted keys, ``--set model.d_model=256 train.warmup=400``; values
+Overrides from the command line use dotted keys, ``--set model.d_model=256 --set train.warmup=400``; values
 are parsed as YAML (``true``, ``null``, ``[0.9, 0.98]``) and then checked against the field's type.
 Mistakes raise ``ConfigError`` naming the key, the value and what is allowed.
 """
