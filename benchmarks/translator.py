@@ -366,8 +366,9 @@ def check_twin(ours: Any, twin: Any, batch: Batch, label_smoothing: float) -> di
     float64, because in float32 a trained model has a few ReLU inputs within rounding of 0, which the two
     frameworks gate differently: that moved 4% of one hidden unit's gradient in `small` (measured), a
     difference rounding makes, not the model. In float64 the two agree to about 1e-12; a model that differs
-    shows up at O(1). The weights are float32 values, so converting back to float32 restores them exactly.
+    shows up at O(1). The weights are float32 values, so converting them back restores them exactly.
     """
+    ours_dtype, twin_dtype = next(iter(ours.parameters())).dtype, next(twin.parameters()).dtype
     ours.eval()
     twin.eval()
     ours.double()
@@ -391,8 +392,8 @@ def check_twin(ours: Any, twin: Any, batch: Batch, label_smoothing: float) -> di
         for p in ours.parameters():
             p.grad = None
         twin.zero_grad(set_to_none=True)
-        ours.float()
-        twin.float()
+        ours.to(ours_dtype)
+        twin.to(twin_dtype)
     result = {"loss_ours": ours_loss, "loss_torch": torch_loss,
               "loss_rel_diff": abs(ours_loss - torch_loss) / abs(torch_loss), "grad_rel_diff": worst}
     if result["loss_rel_diff"] > 1e-9 or worst > 1e-9:
