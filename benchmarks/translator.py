@@ -374,8 +374,7 @@ def check_twin(ours: Any, twin: Any, batch: Batch, label_smoothing: float) -> di
     ours.double()
     twin.double()
     try:
-        for p in ours.parameters():
-            p.grad = None
+        ours.zero_grad()
         twin.zero_grad(set_to_none=True)
         loss, n = ours.loss(ours(batch.src, batch.tgt_in), batch.tgt_out, label_smoothing=label_smoothing)
         (loss / n).backward()
@@ -389,8 +388,7 @@ def check_twin(ours: Any, twin: Any, batch: Batch, label_smoothing: float) -> di
             g, tg = p.grad.numpy(), grads[name].grad.numpy()
             worst = max(worst, float(np.abs(g - tg).max() / max(np.abs(tg).max(), 1e-12)))
     finally:
-        for p in ours.parameters():
-            p.grad = None
+        ours.zero_grad()
         twin.zero_grad(set_to_none=True)
         ours.to(ours_dtype)
         twin.to(twin_dtype)
