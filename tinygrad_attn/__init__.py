@@ -45,7 +45,7 @@ from .dtypes import (
     uint8,
 )
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
-from .host_memory import cache_freed_memory
+from .host_memory import keep_freed_memory
 from .ops.elementwise import (
     abs,
     clamp,
@@ -105,5 +105,3 @@ def from_numpy(array: object) -> Tensor:
 
 
 __version__ = "0.1.0"
-
-cache_freed_memory()  # reuse freed host memory across training steps (see host_memory.py)

@@ -4,15 +4,16 @@ NumPy takes every array's memory from C's ``malloc``. glibc's malloc serves a la
 threshold that grows with use but stays below 32 MiB) with a fresh ``mmap`` and gives it back to the kernel
 on ``free``; it also trims a large free block at the top of the heap. A training step allocates and frees
 the same large activations and gradients every time, so every step the kernel maps them in again and zeroes
-each 4 KiB page on first touch. For the translator's ``small`` preset on a 2-core machine that was about 20k
-page faults and a sixth of the step's time.
+each 4 KiB page on first touch: page faults that cost a noticeable share of a CPU training step
+(docs/experiments.md has the measurement).
 
-Raising malloc's mmap and trim thresholds keeps freed blocks in the heap, where the next step's arrays of
-the same sizes find them: the idea of PyTorch's caching allocator for GPU memory, done by the C library. The
-cost is that the process does not shrink after a peak (its peak size is unchanged).
+``keep_freed_memory()`` raises malloc's mmap and trim thresholds, so freed blocks stay in the heap, where the
+next step's arrays of the same sizes find them: the idea of PyTorch's caching allocator for GPU memory, done
+by the C library. The cost is that the process does not shrink after a peak (its peak size is unchanged).
 
-``cache_freed_memory()`` runs once when ``tinygrad_attn`` is imported, on glibc systems only (elsewhere, and
-with the environment variable ``TINYGRAD_ATTN_CACHE_HOST_MEMORY=0``, nothing is changed).
+It is an opt-in, because it changes malloc for the whole process, not only for this library: importing
+``tinygrad_attn`` changes nothing; the translator's command line turns it on. It works on glibc systems only
+(elsewhere it does nothing), and the environment variable ``TINYGRAD_ATTN_CACHE_HOST_MEMORY=0`` disables it.
 """
 
 from __future__ import annotations
@@ -31,8 +32,13 @@ TRIM_THRESHOLD = (1 << 31) - 1  # keep up to 2 GiB of free heap (mallopt takes a
 _applied: bool | None = None
 
 
-def cache_freed_memory() -> bool:
-    """Make glibc's malloc keep freed memory for reuse. Returns whether the setting is in effect."""
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory in the process for reuse, for the rest of the process.
+
+    Call it once at the start of a training script. Idempotent: later calls change nothing and return the
+    first call's answer. Returns whether the setting is in effect (False off glibc, when mallopt refuses,
+    or with ``TINYGRAD_ATTN_CACHE_HOST_MEMORY=0`` in the environment).
+    """
     global _applied
     if _applied is None:
         _applied = _set_thresholds()
