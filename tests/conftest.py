@@ -12,6 +12,10 @@ so ``intense`` makes every test work harder.
 
 The ``device`` fixture runs a test once per backend: ``"cpu"`` always, ``"cuda"`` when
 ``ta.cuda.is_available()``; otherwise the cuda run is skipped with the reason.
+
+PyTorch is an optional oracle: locally, the parity tests skip without it (``pytest.importorskip("torch")``).
+On CI (the environment variable ``CI`` is ``true``) a missing or broken torch stops the session before any
+test runs, so the parity tests can never pass CI by skipping.
 """
 
 from __future__ import annotations
@@ -29,6 +33,17 @@ settings.register_profile("dev", max_examples=40, deadline=None)
 settings.register_profile("intense", max_examples=400, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On CI, fail the session up front when ``import torch`` fails, instead of skipping every parity test."""
+    if os.environ.get("CI", "").lower() not in ("true", "1"):
+        return
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        raise pytest.UsageError(f"CI={os.environ['CI']} but PyTorch cannot be imported ({e}): CI installs torch "
+                                "as the oracle of the parity tests, which would all be skipped without it") from e
 
 CUDA_AVAILABLE = ta.cuda.is_available()
 
