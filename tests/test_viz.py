@@ -205,3 +205,40 @@ def test_render_writes_svg(tmp_path):
     assert path == tmp_path / "graph.svg"
     text = path.read_text()
     assert "<svg" in text and "ExpBackward" in text
+
+
+def legend(dot: str) -> str:
+    """The graph's label (the legend), DOT escapes undone."""
+    match = re.search(r'^\s*graph \[.*label="((?:[^"\\]|\\.)*)"', dot, re.M)
+    assert match is not None, "no legend"
+    return match.group(1).replace("\\n", "\n").replace('\\"', '"')
+
+
+def test_legend_explains_arrows_and_colours():
+    x = ta.randn(3, requires_grad=True)
+    text = legend(viz.to_dot(x.exp().sum()))
+    assert "Arrows follow the data forwards" in text and "backward() walks them in reverse" in text
+    for colour in ("Blue", "Grey", "White", "green"):
+        assert colour in text
+    assert "Saved for backward in all: 12 B" in text  # ExpBackward keeps its (3,) float32 output
+    assert "Saved for backward" not in legend(viz.to_dot(x.exp(), show_saved=False))
+
+
+def test_an_array_saved_by_two_nodes_is_counted_once_in_the_total():
+    x = ta.randn(8, requires_grad=True)  # 32 bytes of float32
+    h = x.exp()  # ExpBackward keeps its output h ...
+    y = h * h  # ... and MulBackward keeps the same array as both its inputs
+    assert viz.saved_bytes(y.grad_fn) == 32 and viz.saved_bytes(h.grad_fn) == 32
+    assert viz.total_saved_bytes(y) == 32
+    assert "Saved for backward in all: 32 B" in legend(viz.to_dot(y))
+    z = x.exp() * h  # a second exp output: Mul keeps both, each Exp its own: 4 records of 2 arrays
+    assert viz.total_saved_bytes(z) == 2 * 32
+    assert viz.total_saved_bytes([y, z]) == 2 * 32  # the two graphs share h
+
+
+def test_total_after_backward_is_zero():
+    x = ta.randn(4, requires_grad=True)
+    loss = (x * x).tanh().sum()
+    assert viz.total_saved_bytes(loss) == 2 * 16
+    loss.backward()
+    assert viz.total_saved_bytes(loss) == 0

@@ -7,16 +7,24 @@
     print(ta.viz.to_dot(loss, params={"w": w}))       # paste into https://dreampuf.github.io/GraphvizOnline
     ta.viz.render(loss, "graph.svg", params={"w": w})  # needs `pip install graphviz` and the `dot` program
 
-The picture is the graph ``backward()`` walks (see ``autograd.py``), drawn in the direction the data
-flowed: leaves at the top, one box per ``Function`` node, the output at the bottom. An edge a -> b
-means "b's ``next_functions`` points at a": the gradient of b's input flows from b back to a.
+Draw it *before* ``loss.backward()``: backward (without ``retain_graph``) releases what each node saved,
+and the drawing then shows ``saved 0 B (freed)`` everywhere.
 
-- A Function node shows its ``name`` (``MulBackward``), its output's shape and dtype, and how much
+The picture is the graph ``backward()`` walks (see ``autograd.py``), drawn in the direction the data
+flowed: leaves at the top, one box per ``Function`` node, the output at the bottom. An arrow a -> b means
+"a's value went into b" (b's ``next_functions`` points at a); the gradient travels the arrows in reverse.
+A legend under the graph says so, with the colours and the total memory saved for backward.
+
+- A Function node (grey) shows its ``name`` (``MulBackward``), its output's shape and dtype, and how much
   memory it keeps alive for backward (the arrays in its saved tensors). After ``backward()`` without
   ``retain_graph`` the saved tensors are released and the node shows ``saved 0 B (freed)``.
-- A leaf node is a tensor the user made that requires grad (a parameter); pass
+- A leaf node (blue) is a tensor the user made that requires grad (a parameter); pass
   ``params={"name": tensor}`` (e.g. ``dict(model.named_parameters())``) to see names instead of "leaf".
-  Inputs that do not require grad are not part of the graph, so they are not drawn.
+  Inputs that do not require grad are not part of the graph, so they are not drawn (a white box appears
+  only when the tensor drawn is itself one).
+- The output (or each of several) has a thick green border.
+- The legend's total counts each array once, however many nodes keep it (``h = x.exp(); h * h``: Exp
+  keeps its output and Mul keeps the same array as its input).
 """
 
 from __future__ import annotations
@@ -28,12 +36,15 @@ from typing import Any
 from .autograd import Function
 from .tensor import Tensor
 
-__all__ = ["to_dot", "render", "saved_bytes"]
+__all__ = ["to_dot", "render", "saved_bytes", "total_saved_bytes"]
 
 _FUNCTION_STYLE = 'shape=box, style=filled, fillcolor="#e8e8e8"'
 _LEAF_STYLE = 'shape=box, style="filled,rounded", fillcolor="#cfe2ff"'
 _CONSTANT_STYLE = 'shape=box, style="filled,rounded", fillcolor="#ffffff"'
 _OUTPUT_EXTRA = ', penwidth=2, color="#2f7d32"'
+_LEGEND = ("Arrows follow the data forwards (input -> the op that used it); backward() walks them in reverse.\n"
+           "Blue: a leaf that requires grad (a parameter). Grey: an op's node (its output's shape and dtype, "
+           "and the bytes it keeps for backward).\nWhite: a tensor without grad. Thick green border: the output.")
 
 
 def saved_bytes(fn: Function) -> int:
@@ -42,15 +53,46 @@ def saved_bytes(fn: Function) -> int:
     Reads the ``SavedTensor`` records directly (no unpacking, so no version check and no error for a
     freed node). An array saved twice (``x * x`` saves x as both operands) is counted once.
     """
-    seen: set[int] = set()
-    total = 0
+    return sum(int(getattr(a, "nbytes", 0)) for a in _saved_arrays(fn).values())
+
+
+def total_saved_bytes(tensor: Tensor | Sequence[Tensor]) -> int:
+    """Bytes kept for backward by the whole graph behind ``tensor``, each array counted once even when
+    several nodes keep it (an op's output saved by the op itself and by the op that consumes it)."""
+    arrays: dict[int, Any] = {}
+    for fn in _functions(_as_outputs(tensor)):
+        arrays.update(_saved_arrays(fn))
+    return sum(int(getattr(a, "nbytes", 0)) for a in arrays.values())
+
+
+def _saved_arrays(fn: Function) -> dict[int, Any]:
+    """The arrays a node keeps for backward, by id (one entry per array, however often it was saved)."""
+    arrays: dict[int, Any] = {}
     for s in getattr(fn, "_saved", ()):
         array = s.tensor.data if s.tensor is not None else s.array
-        if array is None or id(array) in seen:
-            continue
-        seen.add(id(array))
-        total += int(getattr(array, "nbytes", 0))
-    return total
+        if array is not None:
+            arrays[id(array)] = array
+    return arrays
+
+
+def _as_outputs(tensor: Tensor | Sequence[Tensor]) -> list[Tensor]:
+    outputs = list(tensor) if isinstance(tensor, (list, tuple)) else [tensor]
+    for t in outputs:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"to_dot expects a Tensor (or a list of them), got {type(t).__name__}")
+    return outputs
+
+
+def _functions(outputs: Sequence[Tensor]) -> list[Function]:
+    """Every Function node reachable from ``outputs``, each once (an iterative walk)."""
+    stack = [t.grad_fn for t in outputs if t.grad_fn is not None]
+    seen: dict[int, Function] = {id(fn): fn for fn in stack}
+    while stack:
+        for nxt in stack.pop().next_functions:
+            if isinstance(nxt, Function) and id(nxt) not in seen:
+                seen[id(nxt)] = nxt
+                stack.append(nxt)
+    return list(seen.values())
 
 
 def to_dot(tensor: Tensor | Sequence[Tensor], params: Mapping[str, Tensor] | None = None,
@@ -58,13 +100,11 @@ def to_dot(tensor: Tensor | Sequence[Tensor], params: Mapping[str, Tensor] | Non
     """Graphviz DOT source of the graph behind ``tensor`` (or several output tensors).
 
     One node per Function (name, output shape and dtype, and with ``show_saved`` the bytes it keeps for
-    backward) and one per leaf that requires grad (its name from ``params``, shape, dtype). The walk
-    is iterative, so a graph of any depth works.
+    backward) and one per leaf that requires grad (its name from ``params``, shape, dtype), and a legend
+    (what the arrows and colours mean; with ``show_saved`` the graph's total, each array counted once).
+    The walk is iterative, so a graph of any depth works.
     """
-    outputs = list(tensor) if isinstance(tensor, (list, tuple)) else [tensor]
-    for t in outputs:
-        if not isinstance(t, Tensor):
-            raise TypeError(f"to_dot expects a Tensor (or a list of them), got {type(t).__name__}")
+    outputs = _as_outputs(tensor)
     names = {id(p): name for name, p in (params or {}).items()}
 
     ids: dict[int, str] = {}  # id(node or leaf) -> DOT node name, in discovery order
@@ -105,7 +145,11 @@ def to_dot(tensor: Tensor | Sequence[Tensor], params: Mapping[str, Tensor] | Non
             if new and isinstance(nxt, Function):
                 stack.append(nxt)
 
-    header = ["digraph autograd {", '  graph [rankdir=TB, fontname="Helvetica"];',
+    legend = _LEGEND + (f"\nSaved for backward in all: {_fmt_bytes(total_saved_bytes(outputs))} "
+                        "(an array kept by several nodes counted once)" if show_saved else "")
+    header = ["digraph autograd {",
+              f'  graph [rankdir=TB, fontname="Helvetica", fontsize=10, labelloc=b, labeljust=l, '
+              f'label="{_escape(legend)}"];',
               '  node [fontname="Helvetica", fontsize=10];', '  edge [color="#555555"];']
     return "\n".join(header + lines + edges + ["}"]) + "\n"
 
