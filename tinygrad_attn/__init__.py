@@ -10,6 +10,8 @@ The code is meant to be read: start with ``autograd.py`` (the graph and the back
 ``tensor.py`` and ``ops/``. ``docs/autograd.md`` walks through one ``backward()`` call.
 """
 
+import builtins as _builtins
+
 from . import dtypes, functional, nn, optim, random, viz
 from .autograd import Function, backward, enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backend import Device, device, is_available
@@ -95,7 +97,7 @@ class cuda:
     """``ta.cuda.is_available()``, as in PyTorch."""
 
     @staticmethod
-    def is_available() -> bool:
+    def is_available() -> _builtins.bool:
         return is_available("cuda")
 
 

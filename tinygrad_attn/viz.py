@@ -76,7 +76,7 @@ def _saved_arrays(fn: Function) -> dict[int, Any]:
 
 
 def _as_outputs(tensor: Tensor | Sequence[Tensor]) -> list[Tensor]:
-    outputs = list(tensor) if isinstance(tensor, (list, tuple)) else [tensor]
+    outputs: list[Any] = list(tensor) if isinstance(tensor, (list, tuple)) else [tensor]
     for t in outputs:
         if not isinstance(t, Tensor):
             raise TypeError(f"to_dot expects a Tensor (or a list of them), got {type(t).__name__}")
@@ -206,10 +206,11 @@ def _dtype(dtype: Any) -> str:
 def _fmt_bytes(n: int) -> str:
     if n < 1024:
         return f"{n} B"
+    size = float(n)
     for unit in ("KiB", "MiB", "GiB"):
-        n /= 1024
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}"
+        size /= 1024
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}"
     raise AssertionError  # unreachable
 
 
