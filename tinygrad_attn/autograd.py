@@ -123,6 +123,7 @@ class SavedTensor:
             return self.tensor
         Tensor = _tensor_module.Tensor
         if self.is_output:
+            assert self.counter is not None  # _save gives an output its version counter
             out = Tensor._make(self.array, requires_grad=True, grad_fn=node)
             out._version = self.counter
             return out
@@ -286,7 +287,7 @@ def run_backward(
     reachable from the outputs, how many edges lead into it (its consumers). Then process nodes whose
     consumers have all been processed (Kahn's algorithm): by then its gradient is complete.
     """
-    Tensor = _tensor_module.Tensor
+    tensor_cls = _tensor_module.Tensor  # not named Tensor: the nested functions' annotations mean the type
     wanted_leaves = {id(t) for t in inputs if t.grad_fn is None} if inputs is not None else None
     capture_node: dict[Function, Tensor | None] = (
         {t.grad_fn: None for t in inputs if t.grad_fn is not None} if inputs is not None else {})
@@ -306,25 +307,25 @@ def run_backward(
         if inputs is not None:
             return g
         if not create_graph:
-            g = Tensor._make(_own(g.data, handed_out))
+            g = tensor_cls._make(_own(g.data, handed_out))
         if leaf.grad is None:
             leaf.grad = g
         else:
-            leaf.grad = leaf.grad + g if create_graph else Tensor._make(leaf.grad.data + g.data)
+            leaf.grad = leaf.grad + g if create_graph else tensor_cls._make(leaf.grad.data + g.data)
         return g
 
     with set_grad_enabled(create_graph):
         grads: dict[Function, Tensor] = {}
         roots: list[Function] = []
-        for t, g in zip(outputs, grad_outputs):
+        for t, g_out in zip(outputs, grad_outputs):
             if t.grad_fn is None:
                 if t.requires_grad:
-                    collect_for_leaf(t, g)
+                    collect_for_leaf(t, g_out)
                 continue
             if t.grad_fn in grads:
-                grads[t.grad_fn] = grads[t.grad_fn] + g
+                grads[t.grad_fn] = grads[t.grad_fn] + g_out
             else:
-                grads[t.grad_fn] = g
+                grads[t.grad_fn] = g_out
                 roots.append(t.grad_fn)
 
         # 1. count the consumers of every reachable node
@@ -340,7 +341,7 @@ def run_backward(
                         stack.append(nxt)
 
         # grad(): only nodes on a path to a requested input run (the rest stay untouched, not freed)
-        useful = _leading_to(roots, wanted_leaves, capture_node) if inputs is not None else None
+        useful = _leading_to(roots, wanted_leaves, capture_node) if wanted_leaves is not None else None
 
         # 2. process nodes once all their consumers are done
         ready = [n for n in roots if consumers.get(n, 0) == 0]

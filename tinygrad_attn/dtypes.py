@@ -22,7 +22,8 @@ bool_ = np.dtype("bool")
 #: The dtype of tensors made from Python floats, and of ``ta.randn`` and friends.
 default_float = float32
 
-_TORCH_NAMES = {"float": float32, "double": float64, "half": float16, "long": int64, "int": int32, "bool": bool_}
+_TORCH_NAMES: dict[str, np.dtype] = {"float": float32, "double": float64, "half": float16, "long": int64,
+                                    "int": int32, "bool": bool_}
 
 
 def to_dtype(spec: Any) -> np.dtype:

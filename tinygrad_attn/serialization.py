@@ -151,7 +151,7 @@ def _where(path: list) -> str:
 
 
 def _crc32(array: np.ndarray) -> int:
-    return zlib.crc32(array.reshape(-1).view(np.uint8)) if array.size else 0
+    return zlib.crc32(array.reshape(-1).view(np.uint8).data) if array.size else 0
 
 
 # ------------------------------------------------------------------------------------------------------

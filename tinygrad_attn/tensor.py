@@ -167,24 +167,6 @@ class Tensor:
     def cuda(self, index: int | None = None) -> Tensor:
         return self.to("cuda" if index is None else f"cuda:{index}")
 
-    def float(self) -> Tensor:
-        return self.to(_dtypes.float32)
-
-    def double(self) -> Tensor:
-        return self.to(_dtypes.float64)
-
-    def half(self) -> Tensor:
-        return self.to(_dtypes.float16)
-
-    def long(self) -> Tensor:
-        return self.to(_dtypes.int64)
-
-    def int(self) -> Tensor:
-        return self.to(_dtypes.int32)
-
-    def bool(self) -> Tensor:
-        return self.to(_dtypes.bool_)
-
     def type_as(self, other: Tensor) -> Tensor:
         return self.to(other.dtype)
 
@@ -598,6 +580,26 @@ class Tensor:
 
     def matmul(self, other: Tensor) -> Tensor:
         return linalg.matmul(self, other)
+
+    # ---- dtype shortcuts: last in the class, since below them ``float``, ``int`` and ``bool`` in annotations
+    # would name these methods instead of the builtin types --------------------------------------------------
+    def float(self) -> Tensor:
+        return self.to(_dtypes.float32)
+
+    def double(self) -> Tensor:
+        return self.to(_dtypes.float64)
+
+    def half(self) -> Tensor:
+        return self.to(_dtypes.float16)
+
+    def long(self) -> Tensor:
+        return self.to(_dtypes.int64)
+
+    def int(self) -> Tensor:
+        return self.to(_dtypes.int32)
+
+    def bool(self) -> Tensor:
+        return self.to(_dtypes.bool_)
 
 
 # ------------------------------------------------------------------------------------------------------

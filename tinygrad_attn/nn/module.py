@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 
@@ -476,7 +476,12 @@ class Sequential(Module):
     """Modules applied one after the other: ``Sequential(Linear(4, 8), ReLU(), Linear(8, 2))``.
     Children are named "0", "1", ... (or by the keys of an OrderedDict)."""
 
-    def __init__(self, *modules: Module) -> None:
+    @overload
+    def __init__(self, *modules: Module) -> None: ...
+    @overload
+    def __init__(self, modules: OrderedDict[str, Module], /) -> None: ...
+
+    def __init__(self, *modules: Any) -> None:
         super().__init__()
         if len(modules) == 1 and isinstance(modules[0], OrderedDict):
             for name, m in modules[0].items():

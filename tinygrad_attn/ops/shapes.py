@@ -27,13 +27,13 @@ def normalize_dims(dim: Any, ndim: int, op: str = "op") -> tuple[int, ...]:
 
 def broadcast_shape(*shapes: Iterable[int], op: str = "op") -> tuple[int, ...]:
     """NumPy's broadcasting rule, with an error naming the op and all the shapes."""
-    shapes = [tuple(s) for s in shapes]
-    ndim = max(len(s) for s in shapes)
+    tuples = [tuple(s) for s in shapes]
+    ndim = max(len(s) for s in tuples)
     out = []
     for i in range(-ndim, 0):
-        sizes = {s[i] for s in shapes if len(s) >= -i} - {1}
+        sizes = {s[i] for s in tuples if len(s) >= -i} - {1}
         if len(sizes) > 1:
-            raise ValueError(f"{op}: shapes {' and '.join(str(s) for s in shapes)} cannot be broadcast together")
+            raise ValueError(f"{op}: shapes {' and '.join(str(s) for s in tuples)} cannot be broadcast together")
         out.append(sizes.pop() if sizes else 1)
     return tuple(out)
 

@@ -161,7 +161,8 @@ class LinearWarmupCosineDecay(LRScheduler):
         self.clock = clock
         # f_w, the budget fraction used when the warmup ended: known now for steps alone (so the lr stays a
         # closed form of last_epoch, and last_epoch=k resumes it), read off the clock at the time for seconds.
-        self.warmup_end: float | None = warmup_steps / total_steps if total_seconds is None else None
+        self.warmup_end: float | None = (warmup_steps / total_steps if total_steps is not None and total_seconds is None
+                                         else None)
         super().__init__(optimizer, last_epoch)
 
     def budget_used(self) -> float:
@@ -169,6 +170,7 @@ class LinearWarmupCosineDecay(LRScheduler):
         n = self.last_epoch + 1
         f = n / self.total_steps if self.total_steps is not None else 0.0
         if self.total_seconds is not None:
+            assert self.clock is not None  # __init__ requires a clock with total_seconds
             f = max(f, self.clock() / self.total_seconds)
         return f
 
@@ -182,6 +184,7 @@ class LinearWarmupCosineDecay(LRScheduler):
         if n <= warmup:
             return [base * n / warmup for base in self.base_lrs]
         f, f_w = self.budget_used(), self.warmup_end
+        assert f_w is not None  # step() records it when the warmup ends
         if f >= 1 or f_w >= 1:
             return [self.min_lr for _ in self.base_lrs]
         cosine = 0.5 * (1 + math.cos(math.pi * max(f - f_w, 0.0) / (1 - f_w)))

@@ -50,7 +50,7 @@ class Optimizer:
                             f"got a single {type(params).__name__}; wrap it in a list")
         if isinstance(params, (set, frozenset)):
             raise TypeError(self._unordered_message)
-        groups = list(params)
+        groups: list[Any] = list(params)  # dicts or Tensors: add_param_group checks each group
         if not groups:
             raise ValueError(f"{self._name} got an empty parameter list")
         if not isinstance(groups[0], dict):
@@ -135,10 +135,11 @@ class Optimizer:
         with no_grad():
             for group in self.param_groups:
                 for i, p in enumerate(group["params"]):
-                    if p.grad is None:
+                    g = p.grad
+                    if g is None:
                         continue
-                    self._check_grad(i, p)
-                    self._update(p.data, p.grad.data, self.state[p], group)
+                    self._check_grad(i, p, g)
+                    self._update(p.data, g.data, self.state[p], group)
                     p._version.value += 1  # graphs that saved this parameter must not backward through it
         return loss
 
@@ -146,8 +147,7 @@ class Optimizer:
         """Update the array ``param`` in place from ``grad``; ``state`` is this parameter's own dict."""
         raise NotImplementedError
 
-    def _check_grad(self, i: int, p: Tensor) -> None:
-        g = p.grad
+    def _check_grad(self, i: int, p: Tensor, g: Tensor) -> None:
         if g.shape != p.shape or g.dtype != p.dtype or type(g.data) is not type(p.data):
             raise RuntimeError(
                 f"{self._name}.step: parameter {i} of its group is {p.dtype} {tuple(p.shape)} on {p.device}, "
