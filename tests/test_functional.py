@@ -126,6 +126,7 @@ def classification(draw: st.DrawFn, max_rows: int = 5) -> tuple[np.ndarray, np.n
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     target = rng.integers(0, n_classes, lead)
     target[rng.random(lead) < 0.25] = -100
+    target.flat[0] = rng.integers(0, n_classes)  # one target counts: "mean" of none is nan (tested on its own)
     return rng.standard_normal(lead + (n_classes,)) * 2, target, rng.random(n_classes) + 0.5
 
 

@@ -29,11 +29,12 @@ from typing import Any
 
 from .autograd import Function
 from .backend import array_module as _xp
-from .ops.elementwise import cast, exp, where
+from .ops.elementwise import cast
 from .ops.linalg import matmul
-from .ops.reduce import logsumexp, sum_to
+from .ops.reduce import sum_to
 from .ops.shapes import broadcast_shape
 from .random import dropout_mask
+from .softmax import SoftmaxBackward
 from .tensor import Tensor
 
 
@@ -59,43 +60,18 @@ def _probabilities(q: Any, k: Any, mask: Any, is_causal: bool, scale: float) -> 
     return s
 
 
-def _probabilities_differentiable(q: Tensor, k: Tensor, mask: Tensor | None, is_causal: bool,
-                                  scale: float) -> Tensor:
-    """The same P in Tensor ops, for backward with ``create_graph`` (where P must depend on q, k, mask)."""
-    s = matmul(q, k.mT) * scale
-    allowed = None
-    if mask is not None:
-        if mask.dtype == bool:
-            allowed = mask.data
-        else:
-            s = s + mask
-    if is_causal:
-        causal = _causal(s.xp, *s.shape[-2:])
-        allowed = causal if allowed is None else allowed & causal
-    if allowed is not None:
-        s = where(Tensor._make(allowed), s, -math.inf)
-    dead = Tensor._make(~s.xp.isfinite(s.data).any(axis=-1, keepdims=True))  # rows that attend nowhere
-    s = where(dead, 0.0, s)
-    return where(dead, 0.0, exp(s - logsumexp(s, -1, keepdim=True)))
-
-
 def _causal(xp: Any, n_queries: int, n_keys: int) -> Any:
     """True where query i may see key j: j <= i (the lower triangle, aligned top-left, as PyTorch)."""
     return xp.tril(xp.ones((n_queries, n_keys), dtype=bool))
 
 
-def _score_grads(fn: Function, dP: Tensor, P: Tensor, q: Tensor, k: Tensor,
+def _score_grads(fn: _AttentionFunction, dP: Tensor, P: Tensor, q: Tensor, k: Tensor,
                  mask: Tensor | None) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """From dL/dP to dL/dq, dL/dk and dL/d(float mask): the softmax backward dS = P * (dP - rowsum(dP * P)),
-    then the two products of S = q k^T * scale."""
+    """From dL/dP to dL/dq, dL/dk and dL/d(float mask): the softmax backward dS = P * (dP - rowsum(dP * P))
+    (``SoftmaxBackward``), then the two products of S = q k^T * scale."""
     need_q, need_k = fn.needs_input_grad[0], fn.needs_input_grad[1]
     need_mask = mask is not None and mask.dtype.kind == "f" and fn.needs_input_grad[fn.mask_index]
-    if fn.create_graph:
-        dS = P * (dP - (dP * P).sum(-1, keepdim=True))
-    else:  # nothing will differentiate dS: the same on the arrays, without the (..., L, S) temporaries
-        ds = dP.data - P.xp.einsum("...j,...j->...", dP.data, P.data)[..., None]
-        ds *= P.data
-        dS = Tensor._make(ds)
+    dS = SoftmaxBackward.apply(dP, P, dim=P.ndim - 1)
     dq = sum_to(matmul(dS, k) * fn.scale, q.shape) if need_q else None
     dk = sum_to(matmul(dS.mT, q) * fn.scale, k.shape) if need_k else None
     dmask = sum_to(dS, mask.shape) if need_mask else None
@@ -117,14 +93,14 @@ class _AttentionFunction(Function):
         return P * mask, (mask,)
 
     def unpack(self, n_inputs: int) -> tuple[list[Tensor], Tensor | None, Tensor, Tensor | None]:
-        """(tensor inputs without the mask, the mask, P, the dropout mask); P recomputed differentiably
-        when backward is being recorded."""
+        """(tensor inputs without the mask, the mask, P, the dropout mask). P is the saved array wrapped by
+        ``AttentionWeights`` (no dropout, nothing recomputed): a node through which, when backward is being
+        recorded, the second derivative reaches q, k and a float mask."""
         saved = self.saved_tensors
         inputs, mask = list(saved[:n_inputs]), saved[n_inputs] if self.has_mask else None
-        P = saved[n_inputs + self.has_mask]
+        P = AttentionWeights.apply(inputs[0], inputs[1], *(() if mask is None else (mask,)), is_causal=self.is_causal,
+                                   scale=self.scale, dropout_p=0.0, probabilities=saved[n_inputs + self.has_mask].data)
         drop_mask = saved[-1] if self.dropout_p else None
-        if self.create_graph:
-            P = _probabilities_differentiable(inputs[0], inputs[1], mask, self.is_causal, self.scale)
         return inputs, mask, P, drop_mask
 
     def needs_score_grads(self) -> bool:
@@ -160,11 +136,15 @@ class ScaledDotProductAttention(_AttentionFunction):
 
 class AttentionWeights(_AttentionFunction):
     """W = dropout(softmax(q k^T * scale + mask)), the weights that multiply v.   dL/dS = P * (dP - rowsum(dP * P))
-    with dP = dL/dW passed back through the dropout mask; then dq and dk as in ScaledDotProductAttention."""
+    with dP = dL/dW passed back through the dropout mask; then dq and dk as in ScaledDotProductAttention.
 
-    def forward(self, q: Any, k: Any, *mask: Any, is_causal: bool, scale: float, dropout_p: float) -> Any:
+    ``probabilities``: P when the caller already has it (a backward wrapping the P its forward saved)."""
+
+    def forward(self, q: Any, k: Any, *mask: Any, is_causal: bool, scale: float, dropout_p: float,
+                probabilities: Any = None) -> Any:
         self.setup(bool(mask), is_causal, scale, dropout_p, mask_index=2)
-        P = _probabilities(q, k, mask[0] if mask else None, is_causal, scale)
+        P = probabilities if probabilities is not None else \
+            _probabilities(q, k, mask[0] if mask else None, is_causal, scale)
         weights, drop_mask = self.dropped(P)
         self.save_for_backward(q, k, *mask, P, *drop_mask)
         return weights

@@ -1,13 +1,13 @@
 """Neural-network functions (``import tinygrad_attn.functional as F``), with PyTorch's names and arguments.
 
 Each heavy one is a *fused* Function: one forward over the arrays, one hand-written backward, instead
-of a chain of primitive ops that would each keep an intermediate alive for backward. The backward is
-still written in Tensor ops, so second derivatives work too: an intermediate that forward saved as a
-plain array is a constant to autograd, so when the backward itself is being recorded
-(``self.create_graph``) it is recomputed from the inputs with differentiable ops.
+of a chain of primitive ops that would each keep an intermediate alive for backward. Each derivative is
+written once: a fused op's ``backward`` applies a backward Function whose ``forward`` is array code (fast,
+with or without ``create_graph``) and whose own ``backward`` is the second derivative, in Tensor ops or as
+another such Function (``ScatterAddRows`` for the embedding, ``LayerNormInputGrad`` for layer norm).
 
-This module holds softmax, log_softmax, linear, dropout, layer_norm and embedding; the losses live in
-``losses.py`` and attention in ``attention.py``, both re-exported here.
+This module holds linear, dropout, layer_norm and embedding; softmax and log_softmax live in ``softmax.py``,
+the losses in ``losses.py`` and attention in ``attention.py``, all re-exported here.
 """
 
 from __future__ import annotations
@@ -19,68 +19,18 @@ from .attention import attention_weights, scaled_dot_product_attention
 from .autograd import Function
 from .backend import array_module as _xp
 from .losses import cross_entropy, mse_loss, nll_loss
-from .ops.elementwise import exp, gelu, relu, sigmoid, tanh, where
+from .ops.elementwise import gelu, relu, sigmoid, tanh, where
 from .ops.linalg import matmul
 from .ops.movement import reshape, transpose
 from .ops.reduce import sum_to
-from .ops.shapes import normalize_dim
 from .random import dropout_mask
+from .softmax import log_softmax, softmax
 from .tensor import Tensor
 
 __all__ = [
     "softmax", "log_softmax", "relu", "gelu", "sigmoid", "tanh", "linear", "dropout", "layer_norm", "embedding",
     "cross_entropy", "nll_loss", "mse_loss", "scaled_dot_product_attention", "attention_weights",
 ]
-
-
-# ---- softmax -----------------------------------------------------------------------------------------------
-
-
-class Softmax(Function):
-    """y = e^x / sum e^x along ``dim``.   dL/dx = y * (g - sum(g * y)): the Jacobian diag(y) - y y^T
-    applied to g without ever building it."""
-
-    def forward(self, x: Any, dim: int) -> Any:
-        xp = _xp(x)
-        y = x - x.max(axis=dim, keepdims=True)
-        xp.exp(y, out=y)
-        y /= y.sum(axis=dim, keepdims=True)
-        self.dim = dim
-        self.save_for_backward(y)
-        return y
-
-    def backward(self, g: Tensor) -> Tensor:
-        (y,) = self.saved_tensors
-        gy = g * y
-        return gy - y * gy.sum(self.dim, keepdim=True)
-
-
-class LogSoftmax(Function):
-    """y = x - logsumexp(x) along ``dim``.   dL/dx = g - softmax(x) * sum(g) = g - e^y * sum(g)."""
-
-    def forward(self, x: Any, dim: int) -> Any:
-        xp = _xp(x)
-        m = x.max(axis=dim, keepdims=True)
-        m = xp.where(xp.isfinite(m), m, 0)
-        y = x - m
-        y -= xp.log(xp.exp(y).sum(axis=dim, keepdims=True))
-        self.dim = dim
-        self.save_for_backward(y)
-        return y
-
-    def backward(self, g: Tensor) -> Tensor:
-        (y,) = self.saved_tensors
-        return g - exp(y) * g.sum(self.dim, keepdim=True)
-
-
-def softmax(x: Tensor, dim: int = -1) -> Tensor:
-    """Softmax along ``dim``; rows are shifted by their max first, so large logits do not overflow."""
-    return Softmax.apply(x, dim=normalize_dim(dim, x.ndim, "softmax"))
-
-
-def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
-    """log(softmax(x)) computed as x - logsumexp(x): stable for logits of any size."""
-    return LogSoftmax.apply(x, dim=normalize_dim(dim, x.ndim, "log_softmax"))
 
 
 # ---- linear ------------------------------------------------------------------------------------------------
@@ -169,11 +119,9 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
 class LayerNorm(Function):
     """y = x_hat * w + b with x_hat = (x - mean) * rstd, rstd = 1 / sqrt(var + eps), over the last dims.
 
-    With gw = g * w and means over the normalised dims:
-        dL/dx = rstd * (gw - mean(gw) - x_hat * mean(gw * x_hat)),   dL/dw = sum(g * x_hat),   dL/db = sum(g).
-
-    Forward keeps the input and the per-row mean and rstd (as PyTorch does), not x_hat: the input is what
-    double backward differentiates through, and x_hat costs one subtract and multiply to rebuild.
+    dL/db = sum(g) over the rows; dL/dw = sum(g * x_hat) over the rows (``LayerNormWeightGrad``); dL/dx
+    (``LayerNormInputGrad``). Forward keeps the input and the per-row mean and rstd (as PyTorch does), not x_hat:
+    x_hat costs one subtract and multiply to rebuild, once, for both gradients.
     """
 
     def forward(self, x: Any, *affine: Any, dims: tuple[int, ...], eps: float, has_weight: bool,
@@ -195,53 +143,104 @@ class LayerNorm(Function):
 
     def backward(self, g: Tensor) -> tuple[Tensor | None, ...]:
         x, mean, rstd, *weight = self.saved_tensors
-        if not self.create_graph:
-            return self._backward_arrays(g.data, x.data, mean.data, rstd.data, weight[0].data if weight else None)
-        # mean and rstd were saved as constants: rebuild them from x, differentiably
-        dims = self.dims
-        mean = x.mean(dims, keepdim=True)
-        centered = x - mean
-        rstd = ((centered * centered).mean(dims, keepdim=True) + self.eps) ** -0.5
-        x_hat = centered * rstd
+        need_x, need_w, need_b = self.needs_input_grad[0], self.has_weight and self.needs_input_grad[1], \
+            self.has_bias and self.needs_input_grad[-1]
+        stats = dict(mean=mean.data, rstd=rstd.data, dims=self.dims, eps=self.eps)
+        # x_hat is rebuilt once for both gradients; the input gradient uses it as scratch space, so it comes last
+        x_hat = _normalized(x.data, mean.data, rstd.data) if need_x or need_w else None
         grads: list[Tensor | None] = [None]
-        if self.needs_input_grad[0]:
-            gw = g * weight[0] if self.has_weight else g
-            grads[0] = rstd * (gw - gw.mean(dims, keepdim=True) - x_hat * (gw * x_hat).mean(dims, keepdim=True))
         if self.has_weight:
-            grads.append(sum_to(g * x_hat, weight[0].shape) if self.needs_input_grad[1] else None)
+            grads.append(LayerNormWeightGrad.apply(g, x, x_hat=x_hat, **stats) if need_w else None)
         if self.has_bias:
-            grads.append(sum_to(g, g.shape[len(g.shape) - len(dims):]) if self.needs_input_grad[-1] else None)
+            grads.append(sum_to(g, tuple(g.shape[g.ndim - len(self.dims):])) if need_b else None)
+        if need_x:
+            grads[0] = LayerNormInputGrad.apply(g, x, *weight, x_hat=x_hat, **stats)
         return tuple(grads)
 
-    def _backward_arrays(self, g: Any, x: Any, mean: Any, rstd: Any, weight: Any) -> tuple[Tensor | None, ...]:
-        """The same formulas on arrays, for when nothing will differentiate the gradient: two buffers, x_hat and
-        gw (which becomes dL/dx in place); the sums of products are einsums, without a product temporary."""
+
+def _normalized(x: Any, mean: Any, rstd: Any) -> Any:
+    """x_hat = (x - mean) * rstd on arrays, in one new buffer."""
+    x_hat = x - mean
+    x_hat *= rstd
+    return x_hat
+
+
+def _normalized_differentiably(x: Tensor, dims: tuple[int, ...], eps: float) -> tuple[Tensor, Tensor]:
+    """x_hat and rstd rebuilt from x in Tensor ops, for the second derivatives (there they must depend on x)."""
+    centered = x - x.mean(dims, keepdim=True)
+    rstd = ((centered * centered).mean(dims, keepdim=True) + eps) ** -0.5
+    return centered * rstd, rstd
+
+
+class LayerNormInputGrad(Function):
+    """dx = rstd * (gw - mean(gw) - x_hat * mean(gw * x_hat)) with gw = g * w (w optional), means over the
+    normalised dims: J^T gw for J = d x_hat / dx = rstd (I - 1/D - x_hat x_hat^T / D) per row, a symmetric matrix.
+
+    Its own derivatives, for an incoming u, with Ju = J u (this op again, without w), D features, row sums S():
+    d/dgw = Ju (so d/dg = Ju * w, d/dw = sum of g * Ju over the rows) and
+    d/dx = -(rstd / D) (x_hat S(u * dx) + S(gw * x_hat) Ju + S(u * x_hat) dx).
+
+    ``x_hat`` may be passed in (the caller computed it already); this op then uses it as scratch space.
+    """
+
+    def forward(self, g: Any, x: Any, *weight: Any, mean: Any, rstd: Any, dims: tuple[int, ...], eps: float,
+                x_hat: Any = None) -> Any:
         xp = _xp(x)
-        xh = x - mean
-        xh *= rstd
+        xh = _normalized(x, mean, rstd) if x_hat is None else x_hat
+        n_features = math.prod(x.shape[x.ndim - len(dims):])
+        gw = g * weight[0] if weight else g.copy()  # becomes dx, in place
         # Rows (the leading dims) by the normalised features (the trailing ones), as 2-D views.
-        norm_shape = x.shape[x.ndim - len(self.dims):]
+        gw2, xh2 = gw.reshape(-1, n_features), xh.reshape(-1, n_features)
+        mean_gw = gw2.mean(axis=1, keepdims=True)
+        mean_gw_xh = xp.einsum("ij,ij->i", gw2, xh2)[:, None]
+        mean_gw_xh /= n_features
+        gw2 -= mean_gw
+        xh2 *= mean_gw_xh
+        gw2 -= xh2
+        gw *= rstd
+        self.dims, self.eps, self.n_features = dims, eps, n_features
+        self.save_for_backward(g, x, *weight, gw, mean, rstd)
+        return gw
+
+    def backward(self, u: Tensor) -> tuple[Tensor | None, ...]:
+        g, x, *weight, dx, mean, rstd = self.saved_tensors
+        dims, need = self.dims, self.needs_input_grad
+        Ju = LayerNormInputGrad.apply(u, x, mean=mean.data, rstd=rstd.data, dims=dims, eps=self.eps)
+        dg = (Ju * weight[0] if weight else Ju) if need[0] else None
+        dw = [sum_to(g * Ju, weight[0].shape) if need[2] else None] if weight else []
+        dx_of_x = None
+        if need[1]:
+            x_hat, r = _normalized_differentiably(x, dims, self.eps)
+            gw = g * weight[0] if weight else g
+            rows = (x_hat * (u * dx).sum(dims, keepdim=True) + (gw * x_hat).sum(dims, keepdim=True) * Ju
+                    + (u * x_hat).sum(dims, keepdim=True) * dx)
+            dx_of_x = rows * (r * (-1.0 / self.n_features))
+        return (dg, dx_of_x, *dw)
+
+
+class LayerNormWeightGrad(Function):
+    """dw = sum of g * x_hat over the rows (the leading dims).
+
+    Its own derivatives, for an incoming u (shaped like w): d/dg = u * x_hat, and d/dx = J^T (g * u), which is
+    ``LayerNormInputGrad`` with u in the place of the weight.
+    """
+
+    def forward(self, g: Any, x: Any, mean: Any, rstd: Any, dims: tuple[int, ...], eps: float,
+                x_hat: Any = None) -> Any:
+        xh = _normalized(x, mean, rstd) if x_hat is None else x_hat
+        norm_shape = x.shape[x.ndim - len(dims):]
         n_features = math.prod(norm_shape)
-        g2, xh2 = g.reshape(-1, n_features), xh.reshape(-1, n_features)
-        grads: list[Tensor | None] = [None]
-        if self.has_weight:
-            need = self.needs_input_grad[1]
-            grads.append(Tensor._make(xp.einsum("ij,ij->j", g2, xh2).reshape(norm_shape)) if need else None)
-        if self.has_bias:
-            need = self.needs_input_grad[-1]
-            grads.append(Tensor._make(g2.sum(axis=0).reshape(norm_shape)) if need else None)
-        if self.needs_input_grad[0]:
-            gw = g * weight if weight is not None else g.copy()
-            gw2 = gw.reshape(-1, n_features)
-            mean_gw = gw2.mean(axis=1, keepdims=True)
-            mean_gw_xh = xp.einsum("ij,ij->i", gw2, xh2)[:, None]
-            mean_gw_xh /= n_features
-            gw2 -= mean_gw
-            xh2 *= mean_gw_xh
-            gw2 -= xh2
-            gw *= rstd
-            grads[0] = Tensor._make(gw)
-        return tuple(grads)
+        dw = _xp(x).einsum("ij,ij->j", g.reshape(-1, n_features), xh.reshape(-1, n_features))
+        self.dims, self.eps = dims, eps
+        self.save_for_backward(g, x, mean, rstd)
+        return dw.reshape(norm_shape)
+
+    def backward(self, u: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        g, x, mean, rstd = self.saved_tensors
+        dg = u * _normalized_differentiably(x, self.dims, self.eps)[0] if self.needs_input_grad[0] else None
+        dx = LayerNormInputGrad.apply(g, x, u, mean=mean.data, rstd=rstd.data, dims=self.dims, eps=self.eps) \
+            if self.needs_input_grad[1] else None
+        return dg, dx
 
 
 def layer_norm(input: Tensor, normalized_shape: int | tuple[int, ...] | list[int], weight: Tensor | None = None,

@@ -23,10 +23,10 @@ from typing import Any
 from .autograd import Function
 from .backend import array_module as _xp
 from .backend import row_blocks
-from .ops.elementwise import exp
+from .ops.linalg import matmul
 from .ops.movement import IndexAdd, reshape
-from .ops.reduce import logsumexp
 from .ops.shapes import broadcast_shape
+from .softmax import SoftmaxBackward, softmax
 from .tensor import Tensor
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -78,38 +78,63 @@ class CrossEntropy(Function):
 
     def backward(self, g: Tensor) -> Tensor:
         x, m, log_total = self.saved_tensors
-        n_rows, n_classes = x.shape
-        e, t, w = self.label_smoothing, self.target, self.class_weight
-        xp = x.xp
-        rows = xp.arange(n_rows)
+        e = self.label_smoothing
         # Per row: the coefficients of the target's one-hot, of the spread w_c, and of p.
         t_coef = self.row_weight * (1 - e)
-        spread = self.row_valid * (e / n_classes)
+        spread = self.row_valid * (e / x.shape[1]) if e else None
         p_coef = t_coef + spread * self.total_weight if e else t_coef
-        if self.create_graph:  # the same formula in differentiable Tensor ops, p recomputed from x
-            coef = g * self.scale
-            p = exp(x - logsumexp(x, -1, keepdim=True))
-            grad = p * reshape(coef * Tensor._make(p_coef), (n_rows, 1))
-            grad = grad - IndexAdd.apply(coef * Tensor._make(t_coef), shape=x.shape, index=(rows, t))
-            if e:
-                spread_rows = reshape(coef * Tensor._make(spread), (n_rows, 1))
-                grad = grad - (spread_rows if w is None else spread_rows * Tensor._make(w))
-            return grad
-        # Nothing will differentiate this gradient: compute it in one (N, C) buffer, block by block of rows.
-        c = g.data * self.scale  # the upstream gradient of each row's loss: a scalar, or one per row
-        logits, log_p_shift = x.data, m.data + log_total.data  # log p = logits - log_p_shift, per row
+        return CrossEntropyBackward.apply(g, x, scale=self.scale, target=self.target, t_coef=t_coef, spread=spread,
+                                          p_coef=p_coef, class_weight=self.class_weight,
+                                          log_p_shift=m.data + log_total.data)
+
+
+class CrossEntropyBackward(Function):
+    """dx_ic = c_i (p_ic a_i - b_i [c = t_i] - s_i w_c): the gradient of ``CrossEntropy``, with c = g * scale
+    the upstream gradient of each row's loss, p = softmax(x_i), and per-row coefficients a (of p), b (of the
+    target's one-hot) and s (of the class weights' spread; 0 without label smoothing).
+
+    Its own derivatives, for an incoming u (N, C): dx is linear in g, so d/dc_i = a_i sum_c(u p) - b_i u_it -
+    s_i sum_c(u w); and only p depends on x: d/dx = softmax's backward applied to u * c a (``SoftmaxBackward``).
+    """
+
+    def forward(self, g: Any, x: Any, scale: float, target: Any, t_coef: Any, spread: Any, p_coef: Any,
+                class_weight: Any, log_p_shift: Any) -> Any:
+        xp = _xp(x)
+        n_rows, n_classes = x.shape
+        c = g * scale  # the upstream gradient of each row's loss: a scalar, or one per row
         p_scale = (c * p_coef)[:, None]
-        spread_rows = (c * spread)[:, None] if e else None
-        grad = xp.empty_like(logits)
-        for b in row_blocks(n_rows, n_classes * logits.itemsize, logits):
+        spread_rows = (c * spread)[:, None] if spread is not None else None
+        # Compute it in one (N, C) buffer, block by block of rows (log p = x - log_p_shift, per row).
+        grad = xp.empty_like(x)
+        for b in row_blocks(n_rows, n_classes * x.itemsize, x):
             block = grad[b]
-            xp.subtract(logits[b], log_p_shift[b, None], out=block)
+            xp.subtract(x[b], log_p_shift[b, None], out=block)
             xp.exp(block, out=block)  # p
             block *= p_scale[b]
-            if e:
-                block -= spread_rows[b] if w is None else spread_rows[b] * w
-        grad[rows, t] -= c * t_coef
-        return Tensor._make(grad)
+            if spread_rows is not None:
+                block -= spread_rows[b] if class_weight is None else spread_rows[b] * class_weight
+        grad[xp.arange(n_rows), target] -= c * t_coef
+        self.scale, self.target, self.class_weight = scale, target, class_weight
+        self.t_coef, self.spread, self.p_coef = t_coef, spread, p_coef
+        self.save_for_backward(g, x)
+        return grad
+
+    def backward(self, u: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        g, x = self.saved_tensors
+        p = softmax(x, -1)
+        n_rows = x.shape[0]
+        dg = dx = None
+        if self.needs_input_grad[0]:
+            per_row = (u * p).sum(-1) * Tensor._make(self.p_coef) - u[u.xp.arange(n_rows), self.target] * \
+                Tensor._make(self.t_coef)
+            if self.spread is not None:
+                spread_u = u.sum(-1) if self.class_weight is None else matmul(u, Tensor._make(self.class_weight))
+                per_row = per_row - spread_u * Tensor._make(self.spread)
+            dg = (per_row if g.ndim else per_row.sum()) * self.scale
+        if self.needs_input_grad[1]:
+            c_a = g * self.scale * Tensor._make(self.p_coef)
+            dx = SoftmaxBackward.apply(u * reshape(c_a, (n_rows, 1)), p, dim=1)
+        return dg, dx
 
 
 class NLLLoss(Function):
