@@ -2,6 +2,7 @@
 
 The task: classify points in the plane into three interleaved spirals (data made here, no download).
 Run it with ``python examples/train_mlp.py``; it prints the loss falling and the final accuracy.
+Next: ``examples/reverse.py``, a small Transformer.
 """
 
 from __future__ import annotations
