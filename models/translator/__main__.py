@@ -7,14 +7,16 @@
                ... --resume --run-dir runs/small                          (continue a killed run)
     translate  python -m models.translator translate -c runs/small "Ein Hund rennt durch den Schnee."
                ... --input sentences.de  |  < sentences.de  |  (no input: an interactive prompt)
-               ... --beam-size 4 --attention attention.png
+               ... --beam-size 4 --attention attention.png   ... --errors replace  (input not all UTF-8)
     evaluate   python -m models.translator evaluate -c runs/small --split test_2016_flickr --beam-size 4
                ... --workers 2                        (decode in 2 processes; default: the run's decode.workers)
     average    python -m models.translator average runs/small --last 5      -> runs/small/averaged.safetensors
 
 ``-c`` takes a checkpoint file or a run directory (its ``best.safetensors``, else the newest step).
 Problems the user can fix (a missing checkpoint, a bad config value, an unusable device, missing
-data, a vocabulary that does not fit the model) are reported in one line, exit status 2.
+data, a vocabulary that does not fit the model, input that is not UTF-8) are reported in one line, exit
+status 2. ``translate`` reads one sentence per line and writes one translation per line: an empty line in
+gives an empty line out.
 """
 
 from __future__ import annotations
@@ -27,10 +29,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import tinygrad_attn as ta
+from models.transformer import Transformer
 from models.translator import checkpoints as ckpt
 from models.translator import config as cfg
 from models.translator.config import ConfigError
-from models.translator.data import SPLITS, DataError
+from models.translator.data import SPLITS, DataError, load_pairs
+from models.translator.evaluate import format_scores, score
+from models.translator.machine import resolve_device
+from models.translator.run_dir import RunDirError
+from models.translator.search import attention_maps, translate
+from models.translator.train import train
+from models.translator.vocab import Vocab
 
 PROG = "python -m models.translator"
 
@@ -64,8 +74,6 @@ def _train_config(args: argparse.Namespace) -> tuple[cfg.Config, Path]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from models.translator.train import train
-
     config, run_dir = _train_config(args)
     results = train(config, run_dir, resume=args.resume, overwrite=args.overwrite)
     if results:
@@ -89,9 +97,7 @@ def _results_table(results: dict[str, Any]) -> str:
 # ---- translate ----------------------------------------------------------------------------------------
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Any, cfg.Config]:
-    from models.translator.train import resolve_device
-
+def _load(args: argparse.Namespace) -> tuple[Transformer, Vocab, cfg.Config]:
     device = resolve_device(args.device)
     model, vocab, config, _ = ckpt.load_model(args.checkpoint, device=device, vocab_path=args.vocab)
     if getattr(args, "beam_size", None) is not None:
@@ -105,23 +111,59 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, cfg.Config]:
     return model, vocab, config
 
 
+class InputError(ValueError):
+    """Text to translate that cannot be read: an unreadable file, bytes that are not UTF-8."""
+
+
+ERRORS = ("strict", "replace", "ignore")  # what to do with bytes that are not UTF-8, as in bytes.decode
+
+
+def decode_utf8(data: bytes, name: str, errors: str = "strict") -> str:
+    """``data`` as UTF-8 text. Bytes that are not UTF-8 raise ``InputError`` naming ``name``, the line and the
+    byte (``errors="strict"``), become U+FFFD (``"replace"``) or are dropped (``"ignore"``)."""
+    try:
+        return data.decode("utf-8", errors)
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        bad = " ".join(f"0x{b:02x}" for b in data[e.start:e.end])
+        raise InputError(
+            f"{name}: line {line}, byte {column} (byte offset {e.start}): {bad} is not UTF-8 ({e.reason}). "
+            "Convert the text to UTF-8 (e.g. iconv -f latin1 -t utf-8), or pass --errors replace to translate "
+            "such bytes as U+FFFD, or --errors ignore to drop them"
+        ) from None
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of ``text``, ended by ``\n`` or ``\r\n`` (a last line may lack it), without their ends."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def _read_sentences(args: argparse.Namespace, stdin: TextIO) -> list[str] | None:
     """Sentences from the arguments, ``--input``, or piped stdin; None means: interactive prompt."""
-    if args.sentences:
-        return list(args.sentences)
+    errors = args.errors
+    if args.sentences:  # arguments reach Python as text with undecodable bytes escaped: get those bytes back
+        return [decode_utf8(s.encode("utf-8", "surrogateescape"), f"argument {i}", errors)
+                for i, s in enumerate(args.sentences, start=1)]
     if args.input:
         path = Path(args.input)
         if not path.is_file():
             raise FileNotFoundError(f"--input file not found: {path}")
-        return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines()]
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise InputError(f"--input {path}: cannot read it: {e.strerror}") from None
+        return split_lines(decode_utf8(data, str(path), errors))
     if stdin.isatty():
         return None
-    return [line.rstrip("\n") for line in stdin]
+    raw = getattr(stdin, "buffer", None)  # the bytes under a text stream, so that errors are ours to name
+    return split_lines(decode_utf8(raw.read(), "<stdin>", errors) if raw is not None else stdin.read())
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from models.translator.train import translate
-
     model, vocab, config = _load(args)
     beam = config.decode.beam_size
     sentences = _read_sentences(args, sys.stdin)
@@ -134,6 +176,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
             except (EOFError, KeyboardInterrupt):
                 print(file=sys.stderr)
                 return 0
+            except UnicodeDecodeError as e:
+                print(f"that line is not UTF-8 ({e.reason}): type it again", file=sys.stderr)
+                continue
             if not line.strip():
                 return 0
             print(translate(model, vocab, [line], config, beam_size=beam)[0], flush=True)
@@ -153,15 +198,14 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
-def draw_attention(model: Any, vocab: Any, sentence: str, path: str | Path, beam_size: int = 1,
+def draw_attention(model: Transformer, vocab: Vocab, sentence: str, path: str | Path, beam_size: int = 1,
                    alpha: float = 0.6) -> list[Path]:
     """Heatmaps of how the model attends while translating ``sentence``.
 
     Decoder cross-attention (target pieces by source pieces, one map per layer and head) goes to
     ``path``, encoder self-attention to ``<stem>-encoder.png`` beside it.
     """
-    from models.translator.plots import plot_attention
-    from models.translator.search import attention_maps
+    from models.translator.plots import plot_attention  # matplotlib: slow to import, needed here only
 
     maps = attention_maps(model, vocab, sentence, beam_size=beam_size, alpha=alpha)
     return plot_attention(path, maps["source_tokens"], maps["target_tokens"], maps["cross"], maps["encoder"],
@@ -176,13 +220,10 @@ def _shorten(text: str, width: int = 100) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from models.translator.evaluate import format_scores
-    from models.translator.train import load_pairs, score
-
     model, vocab, config = _load(args)
     if args.data_dir is not None:
         config.data.data_dir = args.data_dir
-    pairs = load_pairs(config, args.split, args.limit)
+    pairs = load_pairs(config.data.direction, args.split, config.data.data_dir, args.limit)
     beam = config.decode.beam_size
     scores = score(model, vocab, pairs, config, beam_size=beam)
     search = "greedy" if beam == 1 else f"beam {beam} (alpha {config.decode.alpha:g})"
@@ -261,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", "-i", help="a file with one sentence per line")
     p.add_argument("--output", "-o", help="write translations here instead of stdout")
     p.add_argument("--attention", metavar="PNG", help="draw the first sentence's attention to this image")
+    p.add_argument("--errors", choices=ERRORS, default="strict",
+                   help="input bytes that are not UTF-8: stop with an error naming the line and byte (strict, the "
+                   "default), translate them as U+FFFD (replace), or drop them (ignore)")
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("evaluate", help="BLEU and chrF on a Multi30k split")
@@ -281,13 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m models.translator`` and ``ta-translate``; returns the exit status."""
+    ta.keep_freed_memory()  # each training or decoding step frees and allocates arrays of the same sizes again
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from models.translator.train import RunDirError
-
     try:
         return args.func(args)
-    except (ConfigError, ckpt.CheckpointError, DataError, RunDirError, FileNotFoundError) as e:
+    except (ConfigError, ckpt.CheckpointError, DataError, RunDirError, InputError, FileNotFoundError) as e:
         print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -31,6 +31,9 @@ from typing import Any
 import numpy as np
 
 import tinygrad_attn as ta
+from models.transformer import Transformer, build_model
+from models.translator import config as cfg
+from models.translator.vocab import PAD_ID, Vocab
 
 SUFFIX = ".safetensors"
 BEST_NAME = "best" + SUFFIX
@@ -251,17 +254,13 @@ class CheckpointManager:
 # ---- a model for translation --------------------------------------------------------------------------
 
 
-def load_model(path: str | os.PathLike[str], device: Any = "cpu", vocab_path: str | os.PathLike[str] | None = None
-               ) -> tuple[Any, Any, Any, Checkpoint]:
+def load_model(path: str | os.PathLike[str], device: ta.Device | str = "cpu",
+               vocab_path: str | os.PathLike[str] | None = None) -> tuple[Transformer, Vocab, cfg.Config, Checkpoint]:
     """``(model, vocab, config, checkpoint)`` from a checkpoint file or run directory, model in eval mode.
 
     The vocabulary is the one stored in the checkpoint, or the SentencePiece model at ``vocab_path``;
     either way its size must be the model's embedding size, else ``CheckpointError``.
     """
-    from models.transformer import build_model
-    from models.translator import config as cfg
-    from models.translator.vocab import PAD_ID, Vocab
-
     checkpoint = load_checkpoint(path)
     try:
         config = cfg.resolve(cfg.from_dict(checkpoint.config, where=f"{checkpoint.path} (its config)"))

@@ -270,6 +270,14 @@ def load_split(
     return pairs
 
 
+def load_pairs(direction: str, split: str, data_dir: str | os.PathLike[str] | None = None,
+               limit: int | None = None) -> list[tuple[str, str]]:
+    """The ``(source, target)`` pairs of ``split`` in ``direction`` (e.g. ``"de-en"``), the first ``limit`` only."""
+    src, tgt = parse_direction(direction)
+    pairs = load_split(split, src, tgt, data_dir=data_dir)
+    return pairs[:limit] if limit is not None else pairs
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Download (if needed) and verify all Multi30k files, then print where they are."""
     parser = argparse.ArgumentParser(prog="python -m models.translator.data", description=main.__doc__)

@@ -5,13 +5,22 @@ Scores are only comparable with published numbers when computed the standard way
 reference sentences, with sacreBLEU's own tokenization. sacreBLEU describes exactly how a score
 was computed in a "signature" such as ``nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.4.0``;
 report it next to the score.
+
+``score`` translates sentence pairs with a model and scores the translations against their references.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from typing import Any
 
 from sacrebleu.metrics import BLEU, CHRF
+
+from models.transformer import Transformer
+from models.translator.config import Config
+from models.translator.search import translate
+from models.translator.vocab import Vocab
 
 
 def _check(name: str, texts: Sequence[str]) -> list[str]:
@@ -60,3 +69,18 @@ def format_scores(scores: dict[str, object]) -> str:
         f"BLEU = {scores['bleu']:.2f}  ({scores['bleu_signature']})\n"
         f"chrF = {scores['chrf']:.2f}  ({scores['chrf_signature']})"
     )
+
+
+def score(model: Transformer, vocab: Vocab, pairs: Sequence[tuple[str, str]], config: Config,
+          beam_size: int = 1) -> dict[str, Any]:
+    """sacreBLEU and chrF of the model's translations of ``pairs`` against their raw references.
+
+    Adds ``beam_size``, ``seconds`` and ``sentences_per_s`` (decoding speed) and the first few ``examples``.
+    """
+    start = time.perf_counter()
+    hyps = translate(model, vocab, [s for s, _ in pairs], config, beam_size=beam_size)
+    seconds = time.perf_counter() - start
+    scores: dict[str, Any] = corpus_scores(hyps, [t for _, t in pairs])
+    scores.update(beam_size=beam_size, seconds=round(seconds, 3), sentences_per_s=round(len(pairs) / seconds, 2),
+                  examples=[{"source": s, "reference": t, "hypothesis": h} for (s, t), h in zip(pairs[:5], hyps)])
+    return scores

@@ -1,10 +1,10 @@
 """Parallelism over a machine's CPU cores: training batches shared by processes, decoding batches spread over them.
 
 NumPy runs matrix products on every core (OpenBLAS threads) but everything else (softmax, layer norm,
-dropout, Adam, the Python that drives the graph) on one, so two cores do not make a step twice as fast:
-on the 2-core VM of the README, two single-threaded processes each training on their own get through about
-25% more tokens together than one process with two threads. This module turns that into faster training
-of *one* model, the way PyTorch's DistributedDataParallel does on GPUs:
+dropout, Adam, the Python that drives the graph) on one, so two cores do not make a step twice as fast,
+while two single-threaded processes keep both cores busy all the time (docs/experiments.md has the
+measurements). This module turns that into faster training of *one* model, the way PyTorch's
+DistributedDataParallel does on GPUs:
 
 - the batch is cut into ``workers`` parts of about equal token counts (``Batch.split``);
 - every process computes the gradient of its part, with one BLAS thread, at the same time;
@@ -22,9 +22,7 @@ How the processes share the work, without copying the model around:
   so a run's randomness still lives in one generator and ``--resume`` stays exact.
 
 Decoding gains from processes for the same reason (``decode.workers``, ``map_in_processes``): whole batches
-of sentences go to processes of one BLAS thread each, which take the next batch when they are done. On the
-README's 2-core VM, greedy decoding of the 1,000 test sentences in batches of 128 ran at 363-373 sentences/s
-in two processes against 268-307 in one process with two threads.
+of sentences go to processes of one BLAS thread each, which take the next batch when they are done.
 
 The helpers are forked (Linux and macOS); they exit when the main process closes them or dies. (Python 3.12+
 warns, with a DeprecationWarning hidden outside tests, that forking a process with threads may deadlock:
@@ -35,18 +33,25 @@ when it is next needed.)
 from __future__ import annotations
 
 import functools
+import logging
 import mmap
 import multiprocessing
 import os
 import traceback
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
 import numpy as np
 
 import tinygrad_attn as ta
+from models.transformer import Transformer
 from models.translator.batching import Batch
-from models.translator.train import accumulate_gradients, log, peak_rss_mb  # log: the run's train.log
+from models.translator.machine import peak_rss_mb
+from models.translator.step import accumulate_gradients
+
+log = logging.getLogger(__name__)  # a training run writes the package's records to its train.log
 
 __all__ = ["GradientWorkers", "map_in_processes", "usable_workers"]
 
@@ -76,18 +81,18 @@ def usable_workers(wanted: int, setting: str = "train.workers") -> int:
 
 @functools.cache
 def _blas_libraries() -> Any:
-    from threadpoolctl import ThreadpoolController
+    from threadpoolctl import ThreadpoolController  # optional: only processes need it
 
     return ThreadpoolController()  # found once (it scans the loaded libraries); forked helpers inherit it
 
 
-def _one_blas_thread() -> Any:
+def _one_blas_thread() -> AbstractContextManager[Any]:
     """Limit this process's BLAS to one thread (a context manager; in a helper, simply call it and keep the
     limit): the other cores are busy with the other processes' work."""
     return _blas_libraries().limit(limits=1, user_api="blas")
 
 
-def _receive(pipe: Any, who: str) -> Any:
+def _receive(pipe: Connection, who: str) -> Any:
     """The value a helper answered with ``("ok", value)``; its ``("error", traceback)`` or its death raises,
     naming ``who`` (e.g. "gradient worker 1")."""
     try:
@@ -99,7 +104,7 @@ def _receive(pipe: Any, who: str) -> Any:
     return value
 
 
-def _send_failure(pipe: Any) -> None:
+def _send_failure(pipe: Connection) -> None:
     """In a helper, inside ``except``: send the traceback, which ``_receive`` raises in the main process."""
     try:
         pipe.send(("error", traceback.format_exc()))
@@ -122,7 +127,7 @@ def map_in_processes(function: Callable[[Item], Result], items: Sequence[Item], 
     counter = context.Value("q", 0)  # the next item to take, with its lock
 
     def work() -> list[tuple[int, Result]]:
-        done = []
+        done: list[tuple[int, Result]] = []
         while True:
             with counter.get_lock():
                 i = counter.value
@@ -131,7 +136,7 @@ def map_in_processes(function: Callable[[Item], Result], items: Sequence[Item], 
                 return done
             done.append((i, function(items[i])))
 
-    def helper(pipe: Any) -> None:
+    def helper(pipe: Connection) -> None:
         _one_blas_thread()
         try:
             pipe.send(("ok", work()))
@@ -188,7 +193,7 @@ class GradientWorkers:
     (a resumed checkpoint loaded): their arrays are moved into shared memory here, and replacing a
     parameter's array afterwards would hide the change from the helpers."""
 
-    def __init__(self, model: Any, n_workers: int, label_smoothing: float, device: ta.Device) -> None:
+    def __init__(self, model: Transformer, n_workers: int, label_smoothing: float, device: ta.Device) -> None:
         if n_workers < 2:
             raise ValueError(f"GradientWorkers: needs at least 2 workers, got {n_workers}")
         if device.type != "cpu":
@@ -235,7 +240,7 @@ class GradientWorkers:
                     p.grad.data += g
         return total
 
-    def _helper_loop(self, pipe: Any, grads: list[np.ndarray]) -> None:
+    def _helper_loop(self, pipe: Connection, grads: list[np.ndarray]) -> None:
         """A helper's life: wait for a share of a step, compute its gradient into ``grads``, answer the loss."""
         _one_blas_thread()  # for good: this process only ever computes one share
         for other in self.pipes:  # the main process's ends of earlier helpers' pipes, inherited by the fork:

@@ -18,22 +18,52 @@ defaults give "source length + 50"). With ``use_cache=True`` (the default) every
 newest token and the model's ``DecoderCache`` holds the keys and values of earlier positions; with
 ``use_cache=False`` every step recomputes the decoder over the whole prefix (slower; for tests and
 benchmarks). Outputs never include ``<s>`` or ``</s>``. The loops themselves (``greedy_loop``, ``beam_loop``)
-need only a decoder with ``logits()``, ``advance()`` and ``tokens``, so the benchmark's PyTorch twin runs them too.
+need only a ``Decoder``: ``logits()``, ``advance()`` and ``tokens``, so the benchmark's PyTorch twin runs them too.
+
+An empty source (no tokens: an empty line, or one of white space only) translates to an empty output without
+decoding: the model was never trained on one, and whatever it made up would translate a sentence that is not there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 import tinygrad_attn as ta
 from models.transformer import Transformer
-from models.translator.batching import decode_batches, restore_order
+from models.translator.batching import SourceBatch, decode_batches, restore_order
+from models.translator.config import Config
+from models.translator.parallel import map_in_processes, usable_workers
+from models.translator.vocab import Vocab
 
-__all__ = ["greedy_decode", "beam_search", "greedy_loop", "beam_loop", "max_output_lengths", "translate_sentences",
-           "translate_ids", "attention_maps"]
+__all__ = ["Decoder", "greedy_decode", "beam_search", "greedy_loop", "beam_loop", "max_output_lengths",
+           "translate", "translate_sentences", "translate_ids", "attention_maps"]
+
+
+class Logits(Protocol):
+    """What a decoder's ``logits()`` returns: a (rows, vocabulary) tensor (ours, or PyTorch's for the twin)."""
+
+    def argmax(self, dim: int) -> Logits: ...
+
+    def numpy(self) -> np.ndarray: ...
+
+
+class Decoder(Protocol):
+    """The decoder state that ``greedy_loop`` and ``beam_loop`` drive: R rows (hypotheses), each a prefix of
+    target ids in ``tokens`` (R, t), ``<s>`` first."""
+
+    tokens: np.ndarray
+
+    def logits(self) -> Logits:
+        """(R, V): the next-token logits of every row."""
+        ...
+
+    def advance(self, tokens: np.ndarray, rows: np.ndarray | None = None, same_sources: bool = True) -> None:
+        """Continue row ``rows[i]`` with ``tokens[i]`` as new row i (``rows=None``: every row, in place);
+        ``same_sources``: each new row's source sentence is that of the row it continues."""
+        ...
 
 
 class _Decoder:
@@ -123,9 +153,8 @@ def greedy_decode(model: Transformer, src: np.ndarray, bos_id: int, eos_id: int,
         return greedy_loop(decoder, max_output_lengths(src_len, max_len_a, max_len_b), eos_id)
 
 
-def greedy_loop(decoder: Any, max_len: np.ndarray, eos_id: int) -> list[list[int]]:
-    """The greedy loop on any decoder of B rows with ``logits()`` (a tensor with ``argmax`` and ``numpy``),
-    ``advance`` and ``tokens`` like ``_Decoder`` (the benchmark's PyTorch twin runs it too); ``max_len`` (B,)."""
+def greedy_loop(decoder: Decoder, max_len: np.ndarray, eos_id: int) -> list[list[int]]:
+    """The greedy loop on a decoder of B rows (the benchmark's PyTorch twin runs it too); ``max_len`` (B,)."""
     B = len(max_len)
     outputs: list[list[int]] = [[] for _ in range(B)]
     alive = np.arange(B)  # the sentence of each row
@@ -167,9 +196,9 @@ def beam_search(model: Transformer, src: np.ndarray, bos_id: int, eos_id: int, b
         return beam_loop(decoder, max_output_lengths(src_len, max_len_a, max_len_b), eos_id, beam_size, alpha)
 
 
-def beam_loop(decoder: Any, max_len: np.ndarray, eos_id: int, k: int, alpha: float) -> list[list[int]]:
-    """The beam search loop on any decoder of B * k rows (each sentence's k beams together) with ``logits()``,
-    ``advance`` and ``tokens`` like ``_Decoder`` (the benchmark's PyTorch twin runs it too); ``max_len`` (B,)."""
+def beam_loop(decoder: Decoder, max_len: np.ndarray, eos_id: int, k: int, alpha: float) -> list[list[int]]:
+    """The beam search loop on a decoder of B * k rows, each sentence's k beams together (the benchmark's
+    PyTorch twin runs it too); ``max_len`` (B,)."""
     B = len(max_len)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]  # (score, tokens) per sentence
     alive = np.arange(B)  # the sentence of each group of k rows
@@ -249,8 +278,8 @@ def _top(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     lower index comes first (as with ``argmax``), so that beam size 1 picks what greedy picks. Overwrites
     the entries it picks in ``scores``.
 
-    For small n, n rounds of ``argmax`` (vectorised, a few hundred microseconds each) beat ``argpartition``
-    (introselect, about ten times slower per element)."""
+    For small n, n rounds of ``argmax`` (one vectorised pass each) beat ``argpartition`` (introselect, whose
+    pass costs many times more per element)."""
     n = min(n, scores.shape[1])
     if n > 16:
         part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
@@ -267,38 +296,41 @@ def _top(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return best, values
 
 
-def _hyp(decoder: _Decoder, row: int) -> list[int]:
+def _hyp(decoder: Decoder, row: int) -> list[int]:
     return [int(t) for t in decoder.tokens[row, 1:]]
 
 
 def translate_ids(model: Transformer, sources: Sequence[Sequence[int]], bos_id: int, eos_id: int,
                   beam_size: int = 1, batch_size: int = 128, alpha: float = 0.6, max_len_a: float = 1.0,
                   max_len_b: int = 50, use_cache: bool = True, workers: int = 1) -> list[list[int]]:
-    """Translate tokenized sources (without ``</s>``): sorted by length, batched, decoded, order restored.
+    """Translate tokenized sources (without ``</s>``): sorted by length, batched, decoded, order restored; an
+    empty source gives an empty output.
 
     ``workers`` > 1 (on the CPU): the batches are decoded by that many processes side by side, one BLAS
     thread each (``parallel.map_in_processes``), at most one per core; the outputs are the same."""
-    batches, order = decode_batches(sources, batch_size, pad_id=model.pad_id, eos_id=eos_id)
+    real = [i for i, source in enumerate(sources) if len(source)]
+    batches, order = decode_batches([sources[i] for i in real], batch_size, pad_id=model.pad_id, eos_id=eos_id)
 
-    def decode(batch: Any) -> list[list[int]]:
+    def decode(batch: SourceBatch) -> list[list[int]]:
         if beam_size == 1:
             return greedy_decode(model, batch.src, bos_id, eos_id, max_len_a, max_len_b, use_cache)
         return beam_search(model, batch.src, bos_id, eos_id, beam_size, alpha, max_len_a, max_len_b, use_cache)
 
     if workers > 1 and len(batches) > 1 and model.device.type == "cpu":
-        from models.translator.parallel import map_in_processes, usable_workers
-
         decoded = map_in_processes(decode, batches, usable_workers(workers, "decode.workers"))
     else:
         decoded = [decode(batch) for batch in batches]
-    return restore_order([out for outputs in decoded for out in outputs], order)
+    outputs: list[list[int]] = [[] for _ in sources]
+    for i, out in zip(real, restore_order([out for batch in decoded for out in batch], order)):
+        outputs[i] = out
+    return outputs
 
 
-def translate_sentences(model: Transformer, vocab: Any, sentences: Sequence[str], beam_size: int = 1,
+def translate_sentences(model: Transformer, vocab: Vocab, sentences: Sequence[str], beam_size: int = 1,
                         batch_size: int = 128, alpha: float = 0.6, max_len_a: float = 1.0, max_len_b: int = 50,
                         use_cache: bool = True, workers: int = 1) -> list[str]:
-    """Translate sentences of text with ``vocab`` (a ``Vocab``): greedy for ``beam_size=1``, else beam search
-    (``workers``: processes decoding side by side, as in ``translate_ids``)."""
+    """Translate sentences of text with ``vocab``: greedy for ``beam_size=1``, else beam search (``workers``:
+    processes decoding side by side, as in ``translate_ids``). Empty sentences give empty translations."""
     if len(vocab) != model.vocab_size:
         raise ValueError(f"translate: the vocabulary has {len(vocab)} pieces but the model was built for "
                          f"{model.vocab_size}: use the spm.model saved with this model's run")
@@ -307,7 +339,15 @@ def translate_sentences(model: Transformer, vocab: Any, sentences: Sequence[str]
     return vocab.decode_batch(ids)
 
 
-def attention_maps(model: Transformer, vocab: Any, sentence: str, beam_size: int = 1, alpha: float = 0.6,
+def translate(model: Transformer, vocab: Vocab, sentences: Sequence[str], config: Config,
+              beam_size: int = 1) -> list[str]:
+    """``translate_sentences`` with the config's decode settings (greedy when ``beam_size == 1``)."""
+    d = config.decode
+    return translate_sentences(model, vocab, sentences, beam_size=beam_size, batch_size=d.batch_size,
+                               alpha=d.alpha, max_len_a=d.max_len_a, max_len_b=d.max_len_b, workers=d.workers)
+
+
+def attention_maps(model: Transformer, vocab: Vocab, sentence: str, beam_size: int = 1, alpha: float = 0.6,
                    translation: Sequence[int] | None = None) -> dict[str, Any]:
     """Translate one sentence and return what its attention heads looked at, for plotting.
 

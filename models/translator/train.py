@@ -4,14 +4,15 @@ One call, ``train(config, run_dir)``, does a whole run::
 
     data     load the training and validation pairs (models.translator.data)
     vocab    train a joint SentencePiece vocabulary on the training split -> <run_dir>/spm.model
-    model    build the preset (models.transformer.build_model), Adam(0.9, 0.98, 1e-9), Noam or cosine
-             schedule (the cosine can end with the time budget: ``_Run.training_seconds`` is its clock)
-    loop     token-count batches; label-smoothed cross-entropy summed over the target tokens of
-             ``accum_steps`` batches and divided by their number (so accumulation = one big batch);
-             optional clipping of the gradient norm; one optimiser step and one schedule step
+    model    build the preset, Adam(0.9, 0.98, 1e-9), Noam or cosine schedule (step.py; the cosine can end
+             with the time budget: ``_Run.training_seconds`` is its clock)
+    loop     token-count batches (batching.py), ``accum_steps`` of them per optimiser step (step.train_step),
+             shared with helper processes when ``train.workers > 1`` (parallel.py)
     every N  a log line (train.log, metrics.jsonl), validation loss and greedy BLEU, a checkpoint
     end      last evaluation and checkpoint, curves.png, and the final scores: greedy and beam
-             sacreBLEU on val and test_2016_flickr, printed with their signatures -> results.json
+             sacreBLEU on val and test_2016_flickr (evaluate.score), with their signatures -> results.json
+
+The run directory's files and fresh/resume/overwrite rules are in run_dir.py.
 
 Stopping: at ``max_steps`` optimiser steps, after ``max_epochs`` passes over the data, or when the
 training time reaches ``max_minutes`` (time spent in steps; evaluation and checkpointing are not
@@ -34,37 +35,33 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from tqdm.auto import tqdm
 
 import tinygrad_attn as ta
+from models.transformer import Transformer
 from models.translator import checkpoints as ckpt
 from models.translator import config as cfg
 from models.translator.batching import Batch, TokenBatcher
 from models.translator.config import Config, ConfigError
-from models.translator.data import load_split, parse_direction
-from models.translator.evaluate import corpus_scores, format_scores
-from models.translator.vocab import PAD_ID, Vocab
+from models.translator.data import load_pairs
+from models.translator.evaluate import format_scores, score
+from models.translator.machine import peak_rss_mb, resolve_device
+from models.translator.parallel import GradientWorkers, usable_workers
+from models.translator.run_dir import CURVES_NAME, LOG_NAME, METRICS_NAME, RESULTS_NAME, VOCAB_NAME, prepare_run_dir
+from models.translator.step import build, make_optimizer, train_step
+from models.translator.vocab import Vocab
 
-log = logging.getLogger("models.translator.train")
+log = logging.getLogger(__name__)
+# The run's log (train.log and the console) takes the records of every module of the package: this loop's,
+# the helper processes' (parallel.py), the data's.
+run_log = logging.getLogger("models.translator")
 
-METRICS_NAME = "metrics.jsonl"
-LOG_NAME = "train.log"
-CURVES_NAME = "curves.png"
-RESULTS_NAME = "results.json"
-VOCAB_NAME = "spm.model"
-# Everything a run writes; ``overwrite=True`` deletes these (and step checkpoints), nothing else.
-RUN_FILES = (cfg.CONFIG_NAME, METRICS_NAME, LOG_NAME, CURVES_NAME, RESULTS_NAME, VOCAB_NAME, "spm.vocab",
-             ckpt.BEST_NAME, ckpt.AVERAGED_NAME)
 FINAL_SPLITS = ("val", "test_2016_flickr")
-
-
-class RunDirError(RuntimeError):
-    """The run directory is in a state that does not fit the request (e.g. a finished run, no --resume)."""
 
 
 @dataclass
@@ -80,30 +77,6 @@ class Progress:
     n_tgt_tokens: int = 0  # target tokens trained on
 
 
-# ---- devices, data, model -----------------------------------------------------------------------------
-
-
-def resolve_device(spec: str) -> ta.Device:
-    """``ta.Device`` for ``spec``; a ``ConfigError`` that says why when the device cannot be used."""
-    cfg.check_device(spec)
-    try:
-        dev = ta.device(spec)
-        ta.zeros(1, device=dev)  # imports CuPy and touches the GPU
-    except RuntimeError as e:
-        raise ConfigError(
-            f"device {spec!r} is not usable: {e}\nOn a machine with an NVIDIA GPU install the CuPy backend "
-            "(pip install -e '.[gpu]'); otherwise use --device cpu."
-        ) from None
-    return dev
-
-
-def load_pairs(config: Config, split: str, limit: int | None = None) -> list[tuple[str, str]]:
-    """The ``(source, target)`` text pairs of ``split`` in the config's direction (first ``limit`` only)."""
-    src, tgt = parse_direction(config.data.direction)
-    pairs = load_split(split, src, tgt, data_dir=config.data.data_dir)
-    return pairs[:limit] if limit is not None else pairs
-
-
 def encode_pairs(vocab: Vocab, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
     """Both sides of every pair as SentencePiece ids (without bos/eos)."""
     srcs = vocab.encode_batch([s for s, _ in pairs])
@@ -111,129 +84,23 @@ def encode_pairs(vocab: Vocab, pairs: Sequence[tuple[str, str]]) -> list[tuple[l
     return list(zip(srcs, tgts))
 
 
-def build(config: Config, vocab_size: int, device: ta.Device) -> Any:
-    """The Transformer of the (resolved) config, on ``device``."""
-    from models.transformer import build_model
-
-    return build_model(vocab_size, pad_id=PAD_ID, **config.model_hparams()).to(device)
-
-
-def make_optimizer(config: Config, model: Any, clock: Callable[[], float] | None = None) -> tuple[Any, Any]:
-    """Adam with the config's betas/eps and its schedule, which sets the lr of every step: the paper's Noam
-    schedule, or the same warmup and peak followed by a cosine decay to 0 at ``train.max_steps`` or at the end
-    of ``train.max_minutes``, whichever comes first. The minutes count only with a ``clock`` (training
-    seconds so far, as the training loop measures them); without one the cosine needs ``max_steps``."""
-    t = config.train
-    from tinygrad_attn.optim import Adam
-    from tinygrad_attn.optim.lr_scheduler import LinearWarmupCosineDecay, NoamLR
-
-    optimizer = Adam(model.parameters(), lr=cfg.peak_lr(config), betas=t.betas, eps=t.eps)
-    if t.schedule == "cosine":
-        timed = t.max_minutes is not None and clock is not None
-        if t.max_steps is None and not timed:
-            raise ConfigError("train.schedule = 'cosine' with train.max_steps = null decays over "
-                              "train.max_minutes, which needs a clock: pass make_optimizer(..., clock=...)")
-        return optimizer, LinearWarmupCosineDecay(optimizer, warmup_steps=t.warmup, total_steps=t.max_steps,
-                                                  total_seconds=60.0 * t.max_minutes if timed else None,
-                                                  clock=clock if timed else None)
-    return optimizer, NoamLR(optimizer, d_model=config.model.d_model, warmup=t.warmup, factor=t.lr_factor)
-
-
-def _tensor(array: np.ndarray, device: ta.Device) -> ta.Tensor:
-    return ta.tensor(array, device=device)
-
-
-# ---- one step, validation, BLEU -----------------------------------------------------------------------
-
-
-def accumulate_gradients(model: Any, batches: Sequence[Batch], n_tokens: int, label_smoothing: float,
-                         device: ta.Device) -> float:
-    """Forward and backward of each batch, its summed loss divided by ``n_tokens`` (the target tokens of the
-    whole step, however it is split into batches or between processes), so that the ``.grad`` sums are
-    exactly the gradient of the step's mean loss. Returns the summed (undivided) loss."""
-    total = 0.0
-    for b in batches:
-        logits = model(_tensor(b.src, device), _tensor(b.tgt_in, device))
-        loss_sum, _ = model.loss(logits, _tensor(b.tgt_out, device), label_smoothing=label_smoothing)
-        (loss_sum / n_tokens).backward()
-        total += float(loss_sum.item())
-    return total
-
-
-def train_step(model: Any, optimizer: Any, scheduler: Any, batches: Sequence[Batch], config: Config,
-               device: ta.Device, workers: Any = None) -> tuple[float, int]:
-    """One optimiser step on ``batches`` (gradients accumulated); returns (summed loss, target tokens).
-
-    Each batch's summed loss is divided by the target tokens of *all* the batches, so the gradient is
-    exactly that of the mean loss over one big batch, however it is split. With ``workers`` (a
-    ``parallel.GradientWorkers``) the batches are shared with helper processes.
-    """
-    model.train()
-    optimizer.zero_grad()
-    n_tokens = sum(b.n_tgt_tokens for b in batches)
-    if workers is None:
-        total = accumulate_gradients(model, batches, n_tokens, config.train.label_smoothing, device)
-    else:
-        total = workers.gradients(batches, n_tokens)
-    if config.train.clip_norm is not None:
-        from tinygrad_attn.nn.utils import clip_grad_norm_
-
-        clip_grad_norm_(model.parameters(), config.train.clip_norm)
-    optimizer.step()
-    scheduler.step()
-    return total, n_tokens
-
-
-def validation_loss(model: Any, batcher: TokenBatcher, config: Config, device: ta.Device) -> tuple[float, float]:
+def validation_loss(model: Transformer, batcher: TokenBatcher, config: Config,
+                    device: ta.Device) -> tuple[float, float]:
     """Per-token validation loss: (label-smoothed, as in training; plain cross-entropy, for perplexity)."""
     model.eval()
     smoothed = plain = 0.0
     n = 0
     with ta.no_grad():
         for b in batcher.epoch(0):
-            logits = model(_tensor(b.src, device), _tensor(b.tgt_in, device))
-            tgt_out = _tensor(b.tgt_out, device)
+            logits = model(ta.tensor(b.src, device=device), ta.tensor(b.tgt_in, device=device))
+            tgt_out = ta.tensor(b.tgt_out, device=device)
             smoothed += float(model.loss(logits, tgt_out, label_smoothing=config.train.label_smoothing)[0].item())
             plain += float(model.loss(logits, tgt_out, label_smoothing=0.0)[0].item())
             n += b.n_tgt_tokens
     return smoothed / max(n, 1), plain / max(n, 1)
 
 
-def translate(model: Any, vocab: Vocab, sentences: Sequence[str], config: Config, beam_size: int = 1) -> list[str]:
-    """Detokenized translations of ``sentences`` (greedy when ``beam_size == 1``)."""
-    from models.translator.search import translate_sentences
-
-    d = config.decode
-    return translate_sentences(model, vocab, list(sentences), beam_size=beam_size, batch_size=d.batch_size,
-                               alpha=d.alpha, max_len_a=d.max_len_a, max_len_b=d.max_len_b, workers=d.workers)
-
-
-def score(model: Any, vocab: Vocab, pairs: Sequence[tuple[str, str]], config: Config,
-          beam_size: int = 1) -> dict[str, Any]:
-    """sacreBLEU and chrF of the model's translations of ``pairs`` against their raw references.
-
-    Adds ``seconds`` and ``sentences_per_s`` (decoding speed) and the first few ``examples``.
-    """
-    start = time.perf_counter()
-    hyps = translate(model, vocab, [s for s, _ in pairs], config, beam_size=beam_size)
-    seconds = time.perf_counter() - start
-    scores = corpus_scores(hyps, [t for _, t in pairs])
-    scores.update(beam_size=beam_size, seconds=round(seconds, 3), sentences_per_s=round(len(pairs) / seconds, 2),
-                  examples=[{"source": s, "reference": t, "hypothesis": h} for (s, t), h in zip(pairs[:5], hyps)])
-    return scores
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MB (0 where the OS does not say)."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return 0.0
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024 / (1024 if sys.platform == "darwin" else 1)  # macOS reports bytes, Linux kilobytes
-
-
-# ---- the run directory --------------------------------------------------------------------------------
+# ---- the run's records --------------------------------------------------------------------------------
 
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -258,37 +125,10 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path | None:
-    """Create ``run_dir``; return the checkpoint to resume from (or None for a fresh start).
-
-    A directory that already holds a run (checkpoints or metrics) is an error unless ``resume``
-    (continue it) or ``overwrite`` (delete that run's files) is given.
-    """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    latest = ckpt.latest_checkpoint(run_dir)
-    if resume:
-        if latest is None:
-            log.warning("%s has no checkpoint to resume from: starting a fresh run", run_dir)
-        return latest
-    existing = [run_dir / n for n in RUN_FILES if (run_dir / n).exists()] + ckpt.list_checkpoints(run_dir)
-    started = latest is not None or (run_dir / METRICS_NAME).exists()  # else: a run that died while setting up
-    if started and not overwrite:
-        raise RunDirError(
-            f"{run_dir} already holds a run ({', '.join(p.name for p in existing[:4])}"
-            f"{', ...' if len(existing) > 4 else ''}). Pass --resume to continue it, --overwrite to start "
-            "over, or choose another --run-dir."
-        )
-    for p in existing:
-        p.unlink()
-    return None
-
-
 class _TqdmHandler(logging.Handler):
     """Console log lines that do not break the progress bar."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        from tqdm.auto import tqdm
-
         tqdm.write(self.format(record), file=sys.stderr)
 
 
@@ -299,9 +139,7 @@ def _attach_log_handlers(run_dir: Path, console: bool) -> list[logging.Handler]:
         handlers.append(_TqdmHandler())
         handlers[-1].setFormatter(logging.Formatter("%(message)s"))
     for h in handlers:
-        log.addHandler(h)
-    log.setLevel(logging.INFO)
-    log.propagate = False
+        run_log.addHandler(h)
     return handlers
 
 
@@ -353,11 +191,16 @@ def train(config: Config, run_dir: str | os.PathLike[str], *, resume: bool = Fal
     device = resolve_device(config.device)
     resume_from = prepare_run_dir(run_dir, resume, overwrite)
     handlers = _attach_log_handlers(run_dir, console)
+    level, propagate = run_log.level, run_log.propagate
+    run_log.setLevel(logging.INFO)
+    run_log.propagate = False  # the run's own handlers write its records, not the root logger's as well
     try:
         return _Run(config, run_dir, device, resume_from, console).run()
     finally:
+        run_log.setLevel(level)
+        run_log.propagate = propagate
         for h in handlers:
-            log.removeHandler(h)
+            run_log.removeHandler(h)
             h.close()
 
 
@@ -371,8 +214,9 @@ class _Run:
         saved = ckpt.load_checkpoint(resume_from) if resume_from is not None else None
 
         log.info("%s run in %s on %s", "resuming" if saved else "starting", run_dir, device)
-        train_pairs = load_pairs(config, "train", config.data.train_subset)
-        self.val_pairs = load_pairs(config, "val")
+        d = config.data
+        train_pairs = load_pairs(d.direction, "train", d.data_dir, d.train_subset)
+        self.val_pairs = load_pairs(d.direction, "val", d.data_dir)
         if saved is not None:
             _check_resumable(config, saved.config)
             self.vocab = Vocab.from_bytes(saved.vocab_bytes)
@@ -388,7 +232,6 @@ class _Run:
                      len(self.vocab), len(sentences), time.perf_counter() - start)
         cfg.save(config, run_dir)
 
-        d = config.data
         self.batcher = TokenBatcher(encode_pairs(self.vocab, train_pairs), d.max_tokens, d.max_len, seed=t.seed)
         # Periodic evaluation (loss and BLEU) uses the first eval_subset validation pairs, the final one all.
         self.eval_pairs = self.val_pairs[: t.eval_subset] if t.eval_subset else self.val_pairs
@@ -406,10 +249,14 @@ class _Run:
         self._step_start = time.perf_counter()
         self.optimizer, self.scheduler = make_optimizer(config, self.model, clock=self.training_seconds)
         if saved is not None:
+            if saved.optimizer is None or saved.scheduler is None:
+                raise ckpt.CheckpointError(f"cannot resume from {saved.path}: it holds no optimizer or schedule "
+                                           "state (an averaged or exported checkpoint?)")
             self.model.load_state_dict(saved.model)
             self.optimizer.load_state_dict(saved.optimizer)
             self.scheduler.load_state_dict(saved.scheduler)
-            ta.random.set_rng_state(saved.rng)
+            if saved.rng is not None:
+                ta.random.set_rng_state(saved.rng)
             known = {k: v for k, v in saved.progress.items() if k in Progress.__dataclass_fields__}
             self.progress = Progress(**known)
             _truncate_metrics(self.metrics_path, self.progress.step)
@@ -465,11 +312,7 @@ class _Run:
 
     # -- the loop --
     def run(self) -> dict[str, Any]:
-        from tqdm.auto import tqdm
-
         t, p = self.config.train, self.progress
-        from models.translator.parallel import GradientWorkers, usable_workers
-
         workers = None
         n_workers = usable_workers(t.workers)
         if n_workers > 1:  # helper processes share each batch (parallel.py); forked before any other thread starts
@@ -529,7 +372,7 @@ class _Run:
         return self._final() if t.final_eval else {}
 
     def _plot(self) -> None:
-        from models.translator.plots import plot_curves, read_metrics
+        from models.translator.plots import plot_curves, read_metrics  # matplotlib: slow to import, needed here only
 
         if self.metrics_path.is_file():
             path = plot_curves(read_metrics(self.metrics_path), self.run_dir / CURVES_NAME,
@@ -545,7 +388,8 @@ class _Run:
                                    "tgt_tokens_per_s": round(p.n_tgt_tokens / max(p.train_seconds, 1e-9), 1),
                                    "splits": {}}
         for split in FINAL_SPLITS:
-            pairs = self.val_pairs if split == "val" else load_pairs(self.config, split)
+            d = self.config.data
+            pairs = self.val_pairs if split == "val" else load_pairs(d.direction, split, d.data_dir)
             pairs = pairs[: t.final_subset] if t.final_subset else pairs
             results["splits"][split] = {}
             for name, k in (("greedy", 1), (f"beam{beam}", beam)):

@@ -143,7 +143,7 @@ def test_save_writes_yaml_that_loads_back_the_same(tmp_path):
 
 def test_resolve_fills_from_preset_then_model_defaults(monkeypatch):
     presets = {"mini": {"d_model": 32, "n_heads": 2, "n_encoder_layers": 1, "n_decoder_layers": 1, "d_ff": 64}}
-    monkeypatch.setattr(C, "_presets", lambda: presets)
+    monkeypatch.setattr(C, "PRESETS", presets)
     monkeypatch.setattr(C, "_transformer_defaults",
                         lambda: {"d_model": 512, "dropout": 0.1, "norm_first": False, "max_positions": 1024,
                                  "tie_embeddings": True, "pad_id": 0})
@@ -174,7 +174,7 @@ def test_real_presets_resolve():
 def test_training_schedule_is_the_documented_one():
     """The optimiser that training builds follows noam_lr, step by step (lr of step n = noam_lr(n))."""
     import tinygrad_attn as ta
-    from models.translator.train import make_optimizer
+    from models.translator.step import make_optimizer
 
     class Tiny(ta.nn.Module):
         def __init__(self):
@@ -193,7 +193,7 @@ def test_training_schedule_is_the_documented_one():
 def test_cosine_schedule_keeps_the_warmup_and_peak_and_ends_at_zero():
     """schedule=cosine: the same linear warmup to the same peak as Noam, then a half cosine to 0 at max_steps."""
     import tinygrad_attn as ta
-    from models.translator.train import make_optimizer
+    from models.translator.step import make_optimizer
 
     cfg = C.load(overrides=["model.d_model=256", "train.warmup=20", "train.schedule=cosine", "train.max_steps=100"])
     optimizer, scheduler = make_optimizer(cfg, ta.nn.Linear(2, 2))

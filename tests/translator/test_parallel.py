@@ -11,6 +11,7 @@ import pytest
 import tinygrad_attn as ta
 from models.translator import checkpoints as ckpt
 from models.translator import config as C
+from models.translator import step as S
 from models.translator import train as T
 from models.translator.batching import TokenBatcher
 from models.translator.vocab import PAD_ID
@@ -19,8 +20,6 @@ pytest.importorskip("threadpoolctl")
 from models.transformer import build_model  # noqa: E402
 from models.translator import parallel as P  # noqa: E402
 from models.translator.parallel import GradientWorkers  # noqa: E402
-
-from .test_train import micro_config  # noqa: E402
 
 CPU = ta.device("cpu")
 
@@ -70,7 +69,7 @@ def tiny_model(dropout=0.0):
 def one_process_grads(model, batches):
     for p in model.parameters():
         p.grad = None
-    T.accumulate_gradients(model, batches, sum(b.n_tgt_tokens for b in batches), 0.1, CPU)
+    S.accumulate_gradients(model, batches, sum(b.n_tgt_tokens for b in batches), 0.1, CPU)
     return [p.grad.numpy().copy() for p in model.parameters()]
 
 
@@ -189,22 +188,22 @@ def test_config_checks_decode_workers():
     assert C.load(overrides=["decode.workers=2", "device=cuda"]).decode.workers == 2  # a GPU ignores it
 
 
-def test_training_with_two_workers_resumes_exactly(multi30k_dir, tmp_path, monkeypatch):
+def test_training_with_two_workers_resumes_exactly(micro_config, tmp_path, monkeypatch):
     monkeypatch.setattr(P, "usable_workers", lambda wanted, setting="": wanted)  # two processes even on one core
     n = 3
     common = ["train.workers=2", "decode.workers=2", "decode.batch_size=3", f"train.checkpoint_every={n}",
               f"train.eval_every={n}"]
     straight, split = tmp_path / "straight", tmp_path / "split"
-    T.train(micro_config(multi30k_dir, *common, f"train.max_steps={2 * n}"), straight, console=False)
-    T.train(micro_config(multi30k_dir, *common, f"train.max_steps={n}"), split, console=False)
-    T.train(micro_config(multi30k_dir, *common, f"train.max_steps={2 * n}"), split, resume=True, console=False)
+    T.train(micro_config(*common, f"train.max_steps={2 * n}"), straight, console=False)
+    T.train(micro_config(*common, f"train.max_steps={n}"), split, console=False)
+    T.train(micro_config(*common, f"train.max_steps={2 * n}"), split, resume=True, console=False)
     a = ckpt.load_checkpoint(straight / f"ckpt_step{2 * n}.safetensors")
     b = ckpt.load_checkpoint(split / f"ckpt_step{2 * n}.safetensors")
     for k in a.model:
         np.testing.assert_array_equal(a.model[k].numpy(), b.model[k].numpy(), err_msg=k)
     # Training did happen, with dropout drawn in both processes: the run differs from a one-process run.
     one = tmp_path / "one"
-    T.train(micro_config(multi30k_dir, f"train.checkpoint_every={n}", f"train.max_steps={n}"), one, console=False)
+    T.train(micro_config(f"train.checkpoint_every={n}", f"train.max_steps={n}"), one, console=False)
     c = ckpt.load_checkpoint(one / f"ckpt_step{n}.safetensors")
     d = ckpt.load_checkpoint(split / f"ckpt_step{n}.safetensors")
     assert any(not np.array_equal(c.model[k].numpy(), d.model[k].numpy()) for k in c.model)

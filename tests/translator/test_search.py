@@ -14,6 +14,7 @@ import pytest
 
 import tinygrad_attn as ta
 from models.transformer import Transformer
+from models.translator import search
 from models.translator.batching import pad_rows
 from models.translator.search import (
     attention_maps,
@@ -121,6 +122,59 @@ def test_beam_search_with_a_wide_beam_finds_the_best_hypothesis(alpha):
                     best_score, best = score, [w for w in seq if w != EOS]
     found = beam_search(model, src, BOS, EOS, beam_size=vocab**3, alpha=alpha, max_len_a=0.0, max_len_b=3)
     assert found == [best]
+
+
+class TableDecoder:
+    """A decoder whose next-token logits are a fixed random function of (sentence, prefix): the search can be
+    checked by brute force on a case chosen so that the best hypothesis depends on the length penalty.
+    Tokens 0-2 (pad, unk, <s>) are never likely; 4, 5 and </s> are."""
+
+    SEED = 7
+
+    def __init__(self, n_sentences: int, copies: int):
+        self.sentence = np.repeat(np.arange(n_sentences), copies)  # the sentence of each row
+        self.tokens = np.full((len(self.sentence), 1), BOS, dtype=np.int64)
+
+    @staticmethod
+    def log_probs(sentence: int, prefix: tuple[int, ...]) -> np.ndarray:
+        logits = np.random.default_rng([TableDecoder.SEED, sentence, *prefix]).normal(0.0, 2.0, 6)
+        logits[:3] = -1e9
+        return logits - np.logaddexp.reduce(logits)
+
+    def logits(self) -> ta.Tensor:
+        rows = [self.log_probs(int(s), tuple(int(t) for t in prefix)) for s, prefix in zip(self.sentence, self.tokens)]
+        return ta.tensor(np.stack(rows).astype(np.float32))
+
+    def advance(self, tokens: np.ndarray, rows: np.ndarray | None = None, same_sources: bool = True) -> None:
+        if rows is not None:
+            self.tokens, self.sentence = self.tokens[rows], self.sentence[rows]
+        self.tokens = np.concatenate([self.tokens, tokens[:, None]], axis=1)
+
+
+def brute_force(sentence: int, alpha: float, max_len: int = 3) -> list[int]:
+    """The best of every hypothesis of at most ``max_len`` tokens, ended by </s> or by the length limit, by
+    log p / lp(length) (length counting </s>)."""
+    best_score, best = -np.inf, None
+    for length in range(1, max_len + 1):
+        for seq in itertools.product(range(6), repeat=length):
+            if EOS in seq[:-1] or (length < max_len and seq[-1] != EOS):
+                continue
+            logp = sum(TableDecoder.log_probs(sentence, (BOS, *seq[:t]))[w] for t, w in enumerate(seq))
+            if logp / length_penalty(length, alpha) > best_score:
+                best_score, best = logp / length_penalty(length, alpha), [w for w in seq if w != EOS]
+    return best
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 2.0])
+def test_beam_search_applies_the_length_penalty_as_brute_force_does(alpha, monkeypatch):
+    """``beam_search`` on the table decoder, with a beam wide enough to keep every hypothesis, finds what
+    brute force finds, for three sentences whose best translation changes with alpha."""
+    assert all(brute_force(s, 0.0) != brute_force(s, 2.0) for s in range(3))  # the case does depend on alpha
+    monkeypatch.setattr(search, "_Decoder", lambda model, memory, src_keep, bos_id, use_cache, copies=1:
+                        TableDecoder(memory.shape[0], copies))
+    model = Transformer(V, d_model=8, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=8).eval()
+    found = beam_search(model, sources(9, 3), BOS, EOS, beam_size=6**3, alpha=alpha, max_len_a=0.0, max_len_b=3)
+    assert found == [brute_force(s, alpha) for s in range(3)]
 
 
 def test_gnmt_length_penalty():

@@ -5,37 +5,29 @@ import json
 import numpy as np
 import pytest
 
+import tinygrad_attn as ta
 from models.translator import checkpoints as ckpt
 from models.translator import config as C
+from models.translator import run_dir as R
+from models.translator import step as S
 from models.translator import train as T
 from models.translator.batching import TokenBatcher
+from models.translator.data import load_pairs
 from models.translator.vocab import Vocab
-
-pytest.importorskip("models.transformer")
-
-# A model small enough to take a step in milliseconds; 200 training pairs and a 300-piece vocabulary.
-MICRO = ["model.preset=tiny", "model.d_model=32", "model.n_heads=2", "model.n_encoder_layers=1",
-         "model.n_decoder_layers=1", "model.d_ff=64", "data.vocab_size=300", "data.train_subset=200",
-         "data.max_tokens=400", "train.max_epochs=null", "train.log_every=2", "train.eval_subset=8",
-         "train.final_eval=false", "train.progress=false", "decode.max_len_b=5", "decode.max_len_a=0"]
-
-
-def micro_config(multi30k_dir, *overrides: str) -> C.Config:
-    return C.load(overrides=[*MICRO, f"data.data_dir={multi30k_dir}", *overrides])
 
 
 def model_state(path) -> dict:
     return {k: v.numpy() for k, v in ckpt.load_checkpoint(path).model.items()}
 
 
-def test_resume_continues_exactly(multi30k_dir, tmp_path):
+def test_resume_continues_exactly(micro_config, tmp_path):
     n = 4
     common = [f"train.checkpoint_every={n}", f"train.eval_every={n}"]
     straight, split = tmp_path / "straight", tmp_path / "split"
-    T.train(micro_config(multi30k_dir, *common, f"train.max_steps={2 * n}"), straight, console=False)
-    T.train(micro_config(multi30k_dir, *common, f"train.max_steps={n}"), split, console=False)
+    T.train(micro_config(*common, f"train.max_steps={2 * n}"), straight, console=False)
+    T.train(micro_config(*common, f"train.max_steps={n}"), split, console=False)
     # The first run "dies" here; the resumed one must end where the uninterrupted one did.
-    T.train(micro_config(multi30k_dir, *common, f"train.max_steps={2 * n}"), split, resume=True, console=False)
+    T.train(micro_config(*common, f"train.max_steps={2 * n}"), split, resume=True, console=False)
 
     a, b = ckpt.load_checkpoint(straight / f"ckpt_step{2 * n}.safetensors"), \
         ckpt.load_checkpoint(split / f"ckpt_step{2 * n}.safetensors")
@@ -50,30 +42,28 @@ def test_resume_continues_exactly(multi30k_dir, tmp_path):
     first_half = model_state(split / f"ckpt_step{n}.safetensors")
     assert any(not np.array_equal(first_half[k], a.model[k].numpy()) for k in first_half)
     # One metrics history, no duplicates, the same training losses either way.
-    rows = [json.loads(line) for line in (split / T.METRICS_NAME).read_text().splitlines()]
-    ref = [json.loads(line) for line in (straight / T.METRICS_NAME).read_text().splitlines()]
+    rows = [json.loads(line) for line in (split / R.METRICS_NAME).read_text().splitlines()]
+    ref = [json.loads(line) for line in (straight / R.METRICS_NAME).read_text().splitlines()]
     assert [(r["kind"], r["step"]) for r in rows] == [(r["kind"], r["step"]) for r in ref]
     assert [r.get("loss") for r in rows] == [r.get("loss") for r in ref]
 
 
-def test_resume_drops_metrics_logged_after_the_checkpoint(multi30k_dir, tmp_path):
+def test_resume_drops_metrics_logged_after_the_checkpoint(micro_config, tmp_path):
     run = tmp_path / "run"
-    T.train(micro_config(multi30k_dir, "train.max_steps=4", "train.checkpoint_every=2", "train.eval_every=0"),
+    T.train(micro_config("train.max_steps=4", "train.checkpoint_every=2", "train.eval_every=0"),
             run, console=False)
     (run / "ckpt_step4.safetensors").unlink()  # as if killed between step 2's checkpoint and the end
-    T.train(micro_config(multi30k_dir, "train.max_steps=4", "train.checkpoint_every=2", "train.eval_every=0"),
+    T.train(micro_config("train.max_steps=4", "train.checkpoint_every=2", "train.eval_every=0"),
             run, resume=True, console=False)
-    steps = [(r["kind"], r["step"]) for r in map(json.loads, (run / T.METRICS_NAME).read_text().splitlines())]
+    steps = [(r["kind"], r["step"]) for r in map(json.loads, (run / R.METRICS_NAME).read_text().splitlines())]
     assert steps == [("train", 2), ("train", 4), ("eval", 4)]  # step 4's first records were dropped
-    assert "resumed from ckpt_step2.safetensors at step 2" in (run / T.LOG_NAME).read_text()
+    assert "resumed from ckpt_step2.safetensors at step 2" in (run / R.LOG_NAME).read_text()
 
 
-def test_accumulation_equals_one_big_batch(multi30k_dir, tmp_path):
+def test_accumulation_equals_one_big_batch(micro_config, tmp_path):
     """Two batches accumulated = the same pairs in one batch (up to float rounding of padding)."""
-    import tinygrad_attn as ta
-
-    config = C.resolve(micro_config(multi30k_dir, "model.dropout=0.0", "train.max_steps=1"))
-    pairs = T.load_pairs(config, "train", 40)
+    config = C.resolve(micro_config("model.dropout=0.0", "train.max_steps=1"))
+    pairs = load_pairs(config.data.direction, "train", config.data.data_dir, 40)
     vocab = Vocab.train([s for p in pairs for s in p], tmp_path, vocab_size=200)
     batcher = TokenBatcher(T.encode_pairs(vocab, pairs), max_tokens=10_000, max_len=256, shuffle=False)
     idx = np.arange(len(pairs))
@@ -82,9 +72,9 @@ def test_accumulation_equals_one_big_batch(multi30k_dir, tmp_path):
     results = []
     for batches in (halves, whole):
         ta.manual_seed(0)
-        model = T.build(config, len(vocab), ta.device("cpu"))
-        opt, sched = T.make_optimizer(config, model)
-        loss, n = T.train_step(model, opt, sched, batches, config, ta.device("cpu"))
+        model = S.build(config, len(vocab), ta.device("cpu"))
+        opt, sched = S.make_optimizer(config, model)
+        loss, n = S.train_step(model, opt, sched, batches, config, ta.device("cpu"))
         # Compare gradients (left in .grad by the step): Adam's first update is ~lr * sign(g), which
         # would blow up rounding noise in gradients that are zero in exact arithmetic (key biases).
         results.append((loss, n, {k: p.grad.numpy() for k, p in model.named_parameters()}))
@@ -95,33 +85,53 @@ def test_accumulation_equals_one_big_batch(multi30k_dir, tmp_path):
         np.testing.assert_allclose(grads_a[k], grads_b[k], rtol=1e-3, atol=1e-6, err_msg=k)
 
 
-def test_stops_after_max_epochs(multi30k_dir, tmp_path):
-    config = micro_config(multi30k_dir, "train.max_epochs=1", "train.eval_every=0", "train.checkpoint_every=0",
+def test_stops_after_max_epochs(micro_config, tmp_path):
+    config = micro_config("train.max_epochs=1", "train.eval_every=0", "train.checkpoint_every=0",
                           "data.max_tokens=1500")
     T.train(config, tmp_path / "run", console=False)
     c = ckpt.load_checkpoint(tmp_path / "run")
     vocab = Vocab.from_bytes(c.vocab_bytes)
-    n_batches = len(TokenBatcher(T.encode_pairs(vocab, T.load_pairs(config, "train", 200)), 1500, 256))
+    pairs = load_pairs(config.data.direction, "train", config.data.data_dir, 200)
+    n_batches = len(TokenBatcher(T.encode_pairs(vocab, pairs), 1500, 256))
     assert n_batches > 1
     assert (c.step, c.progress["epoch"], c.progress["batch_in_epoch"]) == (n_batches, 1, 0)
-    assert "max_epochs = 1 done" in (tmp_path / "run" / T.LOG_NAME).read_text()
+    assert "max_epochs = 1 done" in (tmp_path / "run" / R.LOG_NAME).read_text()
 
 
-def test_time_budget_stops_training(multi30k_dir, tmp_path):
-    config = micro_config(multi30k_dir, "train.max_minutes=0.001", "train.max_steps=100000", "train.eval_every=0")
+def test_time_budget_stops_training(micro_config, tmp_path):
+    config = micro_config("train.max_minutes=0.001", "train.max_steps=100000", "train.eval_every=0")
     T.train(config, tmp_path / "run", console=False)
     c = ckpt.load_checkpoint(tmp_path / "run")
     assert 1 <= c.step < 100000 and c.progress["train_seconds"] >= 0.06
-    assert "time budget of 0.001 minutes used" in (tmp_path / "run" / T.LOG_NAME).read_text()
+    assert "time budget of 0.001 minutes used" in (tmp_path / "run" / R.LOG_NAME).read_text()
 
 
-def test_cosine_over_minutes_ends_at_zero_when_the_time_is_up(multi30k_dir, tmp_path):
+class StepClock:
+    """A stand-in for the ``time`` module whose clock moves only while a training step computes, 20 ms a step:
+    the run's training time then counts steps, not the speed of a machine that other work may slow down."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def test_cosine_over_minutes_ends_at_zero_when_the_time_is_up(micro_config, tmp_path, monkeypatch):
     """schedule=cosine with max_minutes and no max_steps: the decay follows the training clock, whatever the
     step rate, and the lr set after the last step (the one logged with it) is 0."""
-    config = micro_config(multi30k_dir, "train.schedule=cosine", "train.warmup=2", "train.max_minutes=0.01",
+    config = micro_config("train.schedule=cosine", "train.warmup=2", "train.max_minutes=0.01",
                           "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=0")
+    clock, step = StepClock(), T.train_step
+
+    def step_of_20_ms(*args, **kwargs):
+        clock.now += 0.02
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(T, "time", clock)
+    monkeypatch.setattr(T, "train_step", step_of_20_ms)
     T.train(config, tmp_path / "run", console=False)
-    records = [json.loads(line) for line in (tmp_path / "run" / T.METRICS_NAME).read_text().splitlines()]
+    records = [json.loads(line) for line in (tmp_path / "run" / R.METRICS_NAME).read_text().splitlines()]
     lrs = [r["lr"] for r in records if r["kind"] == "train"]
     assert len(lrs) > 5 and lrs[-1] == 0.0 and all(lr > 0 for lr in lrs[:-1])
     assert lrs[1] == pytest.approx(C.peak_lr(C.resolve(config)))  # the lr of step 3, set right after the warmup
@@ -129,17 +139,17 @@ def test_cosine_over_minutes_ends_at_zero_when_the_time_is_up(multi30k_dir, tmp_
     assert ckpt.load_checkpoint(tmp_path / "run").progress["train_seconds"] >= 0.6
 
 
-def test_existing_run_needs_resume_or_overwrite(multi30k_dir, tmp_path):
-    config = micro_config(multi30k_dir, "train.max_steps=1", "train.eval_every=0")
+def test_existing_run_needs_resume_or_overwrite(micro_config, tmp_path):
+    config = micro_config("train.max_steps=1", "train.eval_every=0")
     T.train(config, tmp_path / "run", console=False)
-    with pytest.raises(T.RunDirError, match="--resume.*--overwrite"):
+    with pytest.raises(R.RunDirError, match="--resume.*--overwrite"):
         T.train(config, tmp_path / "run", console=False)
     T.train(config, tmp_path / "run", overwrite=True, console=False)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run")] == ["ckpt_step1.safetensors"]
 
 
-def test_resume_refuses_a_different_model(multi30k_dir, tmp_path):
-    T.train(micro_config(multi30k_dir, "train.max_steps=1", "train.eval_every=0"), tmp_path / "run", console=False)
+def test_resume_refuses_a_different_model(micro_config, tmp_path):
+    T.train(micro_config("train.max_steps=1", "train.eval_every=0"), tmp_path / "run", console=False)
     with pytest.raises(C.ConfigError, match=r"cannot resume: model\.d_ff is 128 but the checkpoint .* 64"):
-        T.train(micro_config(multi30k_dir, "train.max_steps=2", "model.d_ff=128"), tmp_path / "run", resume=True,
+        T.train(micro_config("train.max_steps=2", "model.d_ff=128"), tmp_path / "run", resume=True,
                 console=False)
