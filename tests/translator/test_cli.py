@@ -6,13 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from models.translator import checkpoints as ckpt
 from models.translator.__main__ import main
+from models.translator.evaluate import score
+from models.translator.search import greedy_decode, translate_ids
 from models.translator.vocab import Vocab
-
-pytest.importorskip("models.transformer")
 
 ROOT = Path(__file__).resolve().parents[2]
 MICRO = ["model.d_model=32", "model.n_heads=2", "model.n_encoder_layers=1", "model.n_decoder_layers=1",
@@ -73,6 +74,66 @@ def test_translate_from_arguments_file_and_stdin(run_dir, tmp_path, capsys, monk
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(SENTENCES) + "\n"))
     assert main(["translate", "-c", str(run_dir), "--beam-size", "1"]) == 0
     assert capsys.readouterr().out.splitlines() == from_args  # same model (best), same greedy output
+
+
+def test_empty_lines_in_give_empty_lines_out(run_dir, tmp_path, capsys, monkeypatch):
+    """From a file, from stdin and from arguments: an empty (or blank) line is not translated into a made-up
+    sentence, and the other lines keep their places."""
+    assert main(["translate", "-c", str(run_dir), "--beam-size", "1", "", *SENTENCES]) == 0
+    from_args = capsys.readouterr().out.split("\n")
+    assert from_args[0] == "" and all(from_args[1:3]) and from_args[3:] == [""]
+    first, second = from_args[1:3]
+
+    src = tmp_path / "in.de"
+    src.write_text(f"\n{SENTENCES[0]}\n   \n\n{SENTENCES[1]}\n\n", encoding="utf-8")
+    assert main(["translate", "-c", str(run_dir), "--beam-size", "2", "-i", str(src)]) == 0
+    beam = capsys.readouterr().out.split("\n")
+    assert len(beam) == 7 and beam[0] == beam[2] == beam[3] == beam[5] == beam[6] == "" and beam[1] and beam[4]
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(src.read_bytes()), encoding="utf-8"))
+    assert main(["translate", "-c", str(run_dir), "--beam-size", "1"]) == 0
+    assert capsys.readouterr().out.split("\n") == ["", first, "", "", second, "", ""]
+
+    # Without this rule the model would make something up: the empty source has a translation of its own.
+    model, vocab, config, _ = ckpt.load_model(run_dir)
+    assert translate_ids(model, [[]], vocab.bos_id, vocab.eos_id) == [[]]
+    assert greedy_decode(model, np.array([[vocab.eos_id]]), vocab.bos_id, vocab.eos_id) != [[]]
+
+
+def test_evaluate_scores_an_empty_source_as_an_empty_translation(run_dir):
+    model, vocab, config, _ = ckpt.load_model(run_dir)
+    scores = score(model, vocab, [("", ""), (SENTENCES[0], "A dog runs in the snow."), (" ", "")], config)
+    assert [e["hypothesis"] for e in scores["examples"]][::2] == ["", ""] and scores["examples"][1]["hypothesis"]
+
+
+LATIN1 = "Ein Bär läuft.".encode("latin-1")  # b"\xe4" is not UTF-8: a lone byte where UTF-8 needs two
+
+
+def test_input_that_is_not_utf8_is_named_by_line_and_byte(run_dir, tmp_path, capsys, monkeypatch):
+    src = tmp_path / "in.de"
+    src.write_bytes(SENTENCES[0].encode() + b"\n\n" + LATIN1 + b"\n")
+    err = error_of(["translate", "-c", str(run_dir), "-i", str(src)], capsys)
+    column = LATIN1.index(b"\xe4")  # 0-based: "Ein B" comes first
+    offset = len(SENTENCES[0].encode()) + 2 + column
+    assert f"{src}: line 3, byte {column + 1} (byte offset {offset}): 0xe4 is not UTF-8" in err
+    assert "--errors replace" in err and "Traceback" not in err and err.count("\n") == 1
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(LATIN1), encoding="utf-8"))
+    err = error_of(["translate", "-c", str(run_dir)], capsys)
+    assert "<stdin>: line 1, byte 6 (byte offset 5): 0xe4 is not UTF-8" in err
+
+    err = error_of(["translate", "-c", str(run_dir), "Hallo", LATIN1.decode("utf-8", "surrogateescape")], capsys)
+    assert "argument 2: line 1, byte 6 (byte offset 5): 0xe4 is not UTF-8" in err  # as a shell passes such bytes
+
+
+@pytest.mark.parametrize("errors, fixed", [("replace", "Ein B\ufffdr l\ufffduft."), ("ignore", "Ein Br luft.")])
+def test_errors_replace_or_ignore_bytes_that_are_not_utf8(run_dir, tmp_path, capsys, errors, fixed):
+    src = tmp_path / "in.de"
+    src.write_bytes(LATIN1 + b"\r\n" + SENTENCES[1].encode() + b"\r\n")
+    assert main(["translate", "-c", str(run_dir), "--beam-size", "1", "--errors", errors, "-i", str(src)]) == 0
+    out = capsys.readouterr().out
+    assert main(["translate", "-c", str(run_dir), "--beam-size", "1", fixed, SENTENCES[1]]) == 0
+    assert out == capsys.readouterr().out
 
 
 def test_translate_draws_attention(run_dir, tmp_path, capsys):
@@ -142,6 +203,15 @@ def test_helpful_errors(run_dir, tmp_path, capsys, multi30k_dir):
     err = error_of(["train", "--run-dir", str(tmp_path / "few"), "--data-dir", str(multi30k_dir), "--max-steps",
                     "1", "--set", "data.train_subset=5"], capsys)
     assert "data.vocab_size = 8000" in err and "cannot make a vocabulary" in err
+
+
+def test_main_keeps_freed_memory_for_reuse(monkeypatch, capsys):
+    import tinygrad_attn as ta
+
+    calls = []
+    monkeypatch.setattr(ta, "keep_freed_memory", lambda: calls.append("on") or True)
+    assert main(["average", "no-such-run"]) == 2  # whatever the command does next
+    assert calls == ["on"]
 
 
 def test_console_script_entry_point_and_module():

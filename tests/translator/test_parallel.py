@@ -118,7 +118,6 @@ def test_config_checks_workers():
 
 
 def test_workers_are_capped_by_the_cores_available(monkeypatch, caplog):
-    monkeypatch.setattr(P.log, "propagate", True)  # a training run earlier in the session turns it off
     monkeypatch.setattr(P, "_warned", set())  # it warns once per setting: forget earlier warnings
     monkeypatch.setattr(P.os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert P.usable_workers(1) == 1
@@ -129,7 +128,6 @@ def test_workers_are_capped_by_the_cores_available(monkeypatch, caplog):
 
 
 def test_no_helpers_from_a_daemonic_process(monkeypatch, caplog):
-    monkeypatch.setattr(P.log, "propagate", True)
     monkeypatch.setattr(P, "_warned", set())
     monkeypatch.setattr(P.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     monkeypatch.setattr(P.multiprocessing, "current_process", lambda: type("Daemon", (), {"daemon": True})())
