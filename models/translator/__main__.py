@@ -135,7 +135,7 @@ def decode_utf8(data: bytes, name: str, errors: str = "strict") -> str:
 
 
 def split_lines(text: str) -> list[str]:
-    """The lines of ``text``, ended by ``\n`` or ``\r\n`` (a last line may lack it), without their ends."""
+    """The lines of ``text``, ended by ``\\n`` or ``\\r\\n`` (a last line may lack it), without their ends."""
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
@@ -191,9 +191,10 @@ def cmd_translate(args: argparse.Namespace) -> int:
         if args.output:
             out.close()
     if args.attention:
-        if not sentences:
+        first = next((s for s in sentences if s.strip()), None)
+        if first is None:
             raise ConfigError("--attention needs a sentence to draw")
-        for path in draw_attention(model, vocab, sentences[0], args.attention, beam, config.decode.alpha):
+        for path in draw_attention(model, vocab, first, args.attention, beam, config.decode.alpha):
             print(f"attention: {path}", file=sys.stderr)
     return 0
 
@@ -301,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sentences", nargs="*", help="sentences to translate")
     p.add_argument("--input", "-i", help="a file with one sentence per line")
     p.add_argument("--output", "-o", help="write translations here instead of stdout")
-    p.add_argument("--attention", metavar="PNG", help="draw the first sentence's attention to this image")
+    p.add_argument("--attention", metavar="PNG", help="draw the first (non-empty) sentence's attention to this image")
     p.add_argument("--errors", choices=ERRORS, default="strict",
                    help="input bytes that are not UTF-8: stop with an error naming the line and byte (strict, the "
                    "default), translate them as U+FFFD (replace), or drop them (ignore)")

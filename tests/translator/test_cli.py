@@ -145,6 +145,16 @@ def test_translate_draws_attention(run_dir, tmp_path, capsys):
         assert path.read_bytes()[:4] == b"\x89PNG" and str(path) in err
 
 
+def test_attention_is_drawn_for_the_first_sentence_that_is_not_empty(run_dir, tmp_path, capsys, monkeypatch):
+    import models.translator.__main__ as cli
+
+    drawn = []
+    monkeypatch.setattr(cli, "draw_attention", lambda model, vocab, sentence, *rest: drawn.append(sentence) or [])
+    assert main(["translate", "-c", str(run_dir), "--attention", str(tmp_path / "a.png"), " ", *SENTENCES]) == 0
+    assert drawn == [SENTENCES[0]]
+    assert "needs a sentence" in error_of(["translate", "-c", str(run_dir), "--attention", "a.png", ""], capsys)
+
+
 def test_evaluate_prints_bleu_with_signature(run_dir, tmp_path, capsys, multi30k_dir):
     assert main(["evaluate", "-c", str(run_dir), "--split", "val", "--limit", "5", "--beam-size", "1",
                  "--data-dir", str(multi30k_dir), "--json", str(tmp_path / "s.json")]) == 0
