@@ -1,5 +1,5 @@
-"""Tests of the fused functions in ``tinygrad_attn.functional`` (linear, losses, layer_norm, dropout, embedding,
-scaled_dot_product_attention).
+"""Tests of the fused functions in ``tinygrad_attn.functional`` (softmax, linear, losses, layer_norm, dropout,
+embedding, scaled_dot_product_attention).
 
 For each: first and second derivatives against finite differences (float64, tiny shapes drawn by
 hypothesis, every option), properties that hold whatever the implementation, PyTorch parity for values and
@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -68,6 +69,76 @@ def torch_grads_of(out, inputs: list, upstream: np.ndarray) -> list[np.ndarray]:
     torch = torch_or_skip()
     out.backward(torch.tensor(upstream, dtype=out.dtype))
     return [t.grad.numpy() for t in inputs]
+
+
+# ---- softmax and log_softmax -------------------------------------------------------------------------------------
+
+
+@st.composite
+def softmax_case(draw: st.DrawFn) -> tuple[np.ndarray, int]:
+    """An array of 0 to 3 dims, sides 0 to 3 (empty dims included), and a dim of it (0 or -1 for a 0-d one)."""
+    shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=3))
+    dim = draw(st.integers(-max(len(shape), 1), max(len(shape), 1) - 1))
+    return np.random.default_rng(draw(st.integers(0, 2**16))).standard_normal(shape) * 2, dim
+
+
+def reference_log_softmax(x: np.ndarray, dim: int) -> np.ndarray:
+    if x.ndim == 0:
+        return np.zeros(())
+    if x.size == 0:
+        return x.copy()
+    shifted = x - x.max(dim, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(dim, keepdims=True))
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+@settings(max_examples=examples())
+@given(c=softmax_case())
+def test_softmax_gradients_and_values(device: str, op: str, c: tuple[np.ndarray, int]) -> None:
+    x, dim = c
+    fn = getattr(F, op)
+    got = fn(const(x, device), dim)
+    want = reference_log_softmax(x, dim)
+    np.testing.assert_allclose(got.numpy(), want if op == "log_softmax" else np.exp(want), rtol=1e-12, atol=1e-14)
+    assert got.shape == x.shape
+    check_grads(lambda t: fn(t, dim), [leaf(x, device)])
+
+
+@pytest.mark.parametrize("dim", [0, -1])
+def test_softmax_of_a_0d_tensor_is_one_and_log_softmax_zero(dim: int) -> None:
+    """As PyTorch: a 0-d tensor is a row of one element."""
+    for op, value in ((F.softmax, 1.0), (F.log_softmax, 0.0)):
+        x = leaf(np.array(3.5))
+        y = op(x, dim)
+        assert y.shape == () and y.item() == value
+        y.backward()
+        assert x.grad.shape == () and x.grad.item() == 0.0
+    with pytest.raises(IndexError, match="softmax: dim 1 is out of range"):
+        F.softmax(ta.tensor(1.0), 1)
+
+
+@pytest.mark.parametrize("shape", [(2, 0), (0, 3), (2, 0, 3)])
+def test_softmax_of_empty_tensors_is_empty(shape: tuple[int, ...]) -> None:
+    for op in (F.softmax, F.log_softmax):
+        for dim in range(-len(shape), len(shape)):
+            x = leaf(np.zeros(shape), dtype=np.float32)
+            y = op(x, dim)
+            assert y.shape == shape and y.dtype == np.float32
+            y.sum().backward()
+            assert x.grad.shape == shape
+
+
+@pytest.mark.parametrize("shape, dim", [((), 0), ((), -1), ((2, 0), -1), ((2, 0), 0), ((0, 3), 1), ((2, 3), 0)])
+def test_softmax_edge_cases_match_torch(shape: tuple[int, ...], dim: int) -> None:
+    torch = torch_or_skip()
+    x = np.random.default_rng(0).standard_normal(shape)
+    for name in ("softmax", "log_softmax"):
+        ours, theirs = leaf(x), torch.tensor(x, requires_grad=True)
+        got, want = getattr(F, name)(ours, dim), getattr(torch.nn.functional, name)(theirs, dim)
+        np.testing.assert_allclose(got.numpy(), want.detach().numpy(), rtol=1e-12, atol=1e-15)
+        g = np.random.default_rng(1).standard_normal(shape)
+        np.testing.assert_allclose(grads_of(got, [ours], g)[0], torch_grads_of(want, [theirs], g)[0],
+                                   rtol=1e-12, atol=1e-15)
 
 
 # ---- linear --------------------------------------------------------------------------------------------------
@@ -327,13 +398,101 @@ def test_cross_entropy_errors() -> None:
     with pytest.raises(IndexError, match="target -3 is out of bounds"):
         F.nll_loss(x, const([[0, 1, -3], [0, 0, 0]]))
     with pytest.raises(TypeError, match="class indices"):
-        F.cross_entropy(x, ta.zeros(2, 3))
+        F.nll_loss(x, ta.zeros(2, 3))
     with pytest.raises(ValueError, match="reduction must be one of"):
         F.cross_entropy(x, ta.zeros(2, 3, dtype=ta.int64), reduction="avg")
     with pytest.raises(ValueError, match="label_smoothing must be in"):
         F.cross_entropy(x, ta.zeros(2, 3, dtype=ta.int64), label_smoothing=1.5)
     with pytest.raises(ValueError, match=r"weight must be a tensor of shape \(4,\)"):
         F.cross_entropy(x, ta.zeros(2, 3, dtype=ta.int64), ta.ones(3))
+
+
+# ---- cross_entropy with class-probability targets ----------------------------------------------------------------
+
+
+def probabilities(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    q = rng.random(shape) + 0.1
+    return q / q.sum(-1, keepdims=True)
+
+
+def reference_soft_cross_entropy(x: np.ndarray, q: np.ndarray, w: np.ndarray | None, reduction: str,
+                                 e: float) -> np.ndarray:
+    """-sum_c w_c q_c log p_c per row, q smoothed towards the uniform; "mean" averages over the rows."""
+    n_classes = x.shape[-1]
+    logp = x - x.max(-1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
+    q = q * (1 - e) + e / n_classes
+    loss = -(q * (1 if w is None else w) * logp).sum(-1)
+    return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.mean()
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_cross_entropy_probability_targets_against_numpy(reduction: str, label_smoothing: float,
+                                                         weighted: bool) -> None:
+    rng = np.random.default_rng(20)
+    x, q, w = rng.standard_normal((2, 3, 4)) * 2, probabilities(rng, (2, 3, 4)), rng.random(4) + 0.5
+    weight = const(w) if weighted else None
+    got = F.cross_entropy(const(x), const(q), weight, reduction=reduction, label_smoothing=label_smoothing)
+    want = reference_soft_cross_entropy(x, q, w if weighted else None, reduction, label_smoothing)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
+    # differentiable in the input and in the target, first and second derivatives
+    check_grads(lambda a, b: F.cross_entropy(a, b, weight, reduction=reduction, label_smoothing=label_smoothing),
+                [leaf(x[0]), leaf(q[0])])
+
+
+def test_cross_entropy_one_hot_probabilities_equal_class_indices() -> None:
+    rng = np.random.default_rng(21)
+    x, t, w = rng.standard_normal((6, 5)), rng.integers(0, 5, 6), rng.random(5) + 0.5
+    one_hot = np.eye(5)[t]
+    for reduction in ("none", "sum"):  # "mean" differs by design: the total class weight vs the row count
+        a, b = leaf(x), leaf(x)
+        by_index = F.cross_entropy(a, const(t), const(w), reduction=reduction, label_smoothing=0.2)
+        by_probability = F.cross_entropy(b, const(one_hot), const(w), reduction=reduction, label_smoothing=0.2)
+        np.testing.assert_allclose(by_probability.numpy(), by_index.numpy(), rtol=1e-12)
+        g = np.ones(by_index.shape)
+        np.testing.assert_allclose(grads_of(by_probability, [b], g)[0], grads_of(by_index, [a], g)[0], rtol=1e-12,
+                                   atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.25])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_cross_entropy_probability_targets_match_torch(dtype: object, reduction: str, label_smoothing: float,
+                                                       weighted: bool) -> None:
+    """PyTorch puts the classes in dim 1 of a (N, C, d1) input; ours go last, (N, d1, C)."""
+    torch = torch_or_skip()
+    rng = np.random.default_rng(22)
+    x, q = (rng.standard_normal((3, 2, 5)) * 3).astype(dtype), probabilities(rng, (3, 2, 5)).astype(dtype)
+    w = (rng.random(5) + 0.5).astype(dtype)
+    a, b = leaf(x, dtype=dtype), leaf(q, dtype=dtype)
+    got = F.cross_entropy(a, b, const(w) if weighted else None, reduction=reduction, label_smoothing=label_smoothing)
+    tx, tq = torch.tensor(x, requires_grad=True), torch.tensor(q, requires_grad=True)
+    want = torch.nn.functional.cross_entropy(tx.permute(0, 2, 1), tq.permute(0, 2, 1),
+                                             torch.tensor(w) if weighted else None, reduction=reduction,
+                                             label_smoothing=label_smoothing)
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    assert got.dtype == dtype and got.shape == tuple(want.shape)
+    np.testing.assert_allclose(got.numpy(), want.detach().numpy(), **tol)
+    g = rng.standard_normal(got.shape)
+    for ours, theirs in zip(grads_of(got, [a, b], g), torch_grads_of(want, [tx, tq], g)):
+        assert ours.dtype == dtype
+        np.testing.assert_allclose(ours, theirs, **tol)
+
+
+def test_cross_entropy_probability_target_errors() -> None:
+    x = ta.zeros(2, 3)
+    with pytest.raises(ValueError, match=r"class-probability target .* must have the input's shape \(2, 3\)"):
+        F.cross_entropy(x, ta.zeros(2))
+    with pytest.raises(TypeError, match="target is float64 but the input is float32"):
+        F.cross_entropy(x, ta.zeros(2, 3, dtype=ta.float64))
+    with pytest.raises(ValueError, match=r"weight must be a tensor of shape \(3,\)"):
+        F.cross_entropy(x, ta.zeros(2, 3), ta.ones(2))
+    with pytest.raises(TypeError, match="class indices .* or class probabilities"):
+        F.cross_entropy(x, ta.zeros(2, dtype=ta.bool))
 
 
 # ---- mse_loss ---------------------------------------------------------------------------------------------------
@@ -599,6 +758,38 @@ def reference_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, allowed: np
     total = p.sum(-1, keepdims=True)
     p = p / np.where(total == 0, 1, total)
     return p @ v, p
+
+
+def equation_1(q: ta.Tensor, k: ta.Tensor, v: ta.Tensor, allowed: ta.Tensor | None = None) -> ta.Tensor:
+    """Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V, equation (1) of the paper, in plain Tensor ops (the
+    softmax spelled out, so that it shares no code with the fused op); ``allowed`` masks scores to -inf."""
+    scores = q @ k.mT / math.sqrt(k.shape[-1])
+    if allowed is not None:
+        scores = scores.masked_fill(allowed.logical_not(), float("-inf"))
+    e = (scores - scores.max(-1, keepdim=True).values.detach()).exp()
+    return e / e.sum(-1, keepdim=True) @ v
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["unmasked", "masked"])
+def test_fused_attention_is_equation_1(masked: bool) -> None:
+    """The fused op that training runs equals the paper's formula written out: outputs, gradients of Q, K and V,
+    and (recorded backward) their second derivatives."""
+    rng = np.random.default_rng(16)
+    arrays = [rng.standard_normal(s) for s in ((2, 3, 4, 8), (2, 3, 6, 8), (2, 3, 6, 5))]
+    allowed = const(np.tril(np.ones((4, 6), dtype=bool), 1)) if masked else None
+    fused_in, formula_in = [leaf(a) for a in arrays], [leaf(a) for a in arrays]
+    fused = F.scaled_dot_product_attention(*fused_in, attn_mask=allowed)
+    formula = equation_1(*formula_in, allowed)
+    np.testing.assert_allclose(fused.numpy(), formula.numpy(), rtol=1e-12, atol=1e-14)
+    g = ta.tensor(rng.standard_normal(fused.shape))
+    fused_grads = ta.grad(fused, fused_in, g, create_graph=True)
+    formula_grads = ta.grad(formula, formula_in, g, create_graph=True)
+    for a, b in zip(fused_grads, formula_grads):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-14)
+    second_fused = ta.grad(sum((d * d).sum() for d in fused_grads), fused_in)
+    second_formula = ta.grad(sum((d * d).sum() for d in formula_grads), formula_in)
+    for a, b in zip(second_fused, second_formula):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
 
 
 def test_attention_matches_reference_with_masks_and_broadcasting() -> None:

@@ -1,5 +1,9 @@
 """Scaled dot-product attention as one fused op (re-exported by ``functional``; the layer built on it,
-``nn.MultiheadAttention``, lives in ``nn/attention.py``).
+``nn.MultiheadAttention``, lives in ``nn/attention.py``). It is equation (1) of "Attention Is All You Need":
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V
+
+with d_k the queries' and keys' feature size, generalised to a mask, another scale, and dropout:
 
     S = Q K^T * scale + mask        P = softmax(S) over the keys        O = dropout(P) V
 
@@ -12,7 +16,9 @@ keeps Q, K, V, P and (with dropout) its mask, and derives the rest in backward, 
     dV = P^T G        dP = G V^T        dS = P * (dP - rowsum(dP * P))
     dQ = dS K * scale                   dK = dS^T Q * scale
 
-(with dropout, P in dV is the dropped-out P, and dP passes back through the same mask).
+(with dropout, P in dV is the dropped-out P, and dP passes back through the same mask). Each is written once:
+the products are matmuls, dS is ``SoftmaxBackward``, and P enters them as the output of ``AttentionWeights``,
+so that a recorded backward (``create_graph``) differentiates through P to Q, K and the mask.
 
 Masks follow PyTorch's ``scaled_dot_product_attention``: a boolean ``attn_mask`` is True where a query
 *may* attend; a float mask is added to the scores (-inf forbids; a learned bias gets a gradient);
@@ -74,7 +80,7 @@ def _score_grads(fn: _AttentionFunction, dP: Tensor, P: Tensor, q: Tensor, k: Te
     dS = SoftmaxBackward.apply(dP, P, dim=P.ndim - 1)
     dq = sum_to(matmul(dS, k) * fn.scale, q.shape) if need_q else None
     dk = sum_to(matmul(dS.mT, q) * fn.scale, k.shape) if need_k else None
-    dmask = sum_to(dS, mask.shape) if need_mask else None
+    dmask = sum_to(dS, mask.shape) if need_mask and mask is not None else None
     return dq, dk, dmask
 
 
@@ -114,7 +120,8 @@ class _AttentionFunction(Function):
 
 
 class ScaledDotProductAttention(_AttentionFunction):
-    """O = dropout(softmax(q k^T * scale + mask)) v.   Backward: the formulas of the module docstring."""
+    """O = dropout(softmax(q k^T * scale + mask)) v: Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V (equation (1)
+    of the paper) with scale = 1 / sqrt(d_k), no mask and no dropout.   Backward: the module docstring's formulas."""
 
     def forward(self, q: Any, k: Any, v: Any, *mask: Any, is_causal: bool, scale: float, dropout_p: float) -> Any:
         self.setup(bool(mask), is_causal, scale, dropout_p, mask_index=3)
@@ -198,7 +205,8 @@ def _check(query: Tensor, key: Tensor, value: Tensor | None, attn_mask: Tensor |
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None,
                                  dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None, *,
                                  need_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-    """softmax(query key^T * scale + mask) value, fused; ``scale`` defaults to 1/sqrt(E).
+    """softmax(query key^T * scale + mask) value, fused; ``scale`` defaults to 1/sqrt(E), which makes it the
+    paper's equation (1), Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V, when no mask is given.
 
     ``attn_mask``: bool (True = may attend) or float (added to the scores), broadcastable to (..., L, S).
     ``dropout_p`` is applied to the attention probabilities whenever it is > 0 (pass 0 in evaluation, as

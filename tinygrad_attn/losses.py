@@ -1,12 +1,17 @@
 """Loss functions: cross_entropy, nll_loss, mse_loss (re-exported by ``functional``; PyTorch's semantics).
 
-Layout: class scores have the classes in the **last** dim, (..., C), with class indices of shape (...).
-For the common (N, C) input this is exactly PyTorch's layout; for more dims PyTorch puts the classes in
-dim 1, (N, C, d1, ...), and such an input must be permuted first (the error message says how).
+Layout: class scores have the classes in the **last** dim, (..., C), with class indices of shape (...)
+or class probabilities of the input's shape (..., C) (``cross_entropy`` only). For the common (N, C) input
+this is exactly PyTorch's layout; for more dims PyTorch puts the classes in dim 1, (N, C, d1, ...), and
+such an input must be permuted first (the error message says how).
 
 Class-index targets equal to ``ignore_index`` contribute nothing; "mean" divides by the number of targets
 that are not ignored (by the sum of their class weights, with ``weight``), so a batch where every target
 is ignored gives nan for "mean", as in PyTorch, and zero gradients.
+
+With class probabilities q, the loss of a row is -sum_c w_c q_c log p_c (q mixed with the uniform
+distribution first by label smoothing) and "mean" divides by the number of rows, as in PyTorch. That form
+is composed of log_softmax and Tensor ops (differentiable in the target too); the class-index form is fused.
 
 Cross-entropy is fused: log_softmax, the pick of the target and label smoothing in one op whose backward
 is the famous (softmax - smoothed one-hot) * scale, computed in one (N, C) buffer without building a
@@ -26,7 +31,7 @@ from .backend import row_blocks
 from .ops.linalg import matmul
 from .ops.movement import IndexAdd, reshape
 from .ops.shapes import broadcast_shape
-from .softmax import SoftmaxBackward, softmax
+from .softmax import SoftmaxBackward, log_softmax, softmax
 from .tensor import Tensor
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -48,7 +53,7 @@ class CrossEntropy(Function):
         n_rows, n_classes = x.shape
         e = label_smoothing
         m, log_total = xp.empty(n_rows, dtype=x.dtype), xp.empty(n_rows, dtype=x.dtype)
-        smooth = xp.empty(n_rows, dtype=x.dtype) if e else None
+        smooth: Any = xp.empty(n_rows, dtype=x.dtype) if e else None
         # Row by row block (``row_blocks``): the block's passes below run in cache, in one reused buffer.
         blocks = row_blocks(n_rows, n_classes * x.itemsize, x)
         buffer = xp.empty((blocks[0].stop, n_classes), dtype=x.dtype)
@@ -81,8 +86,10 @@ class CrossEntropy(Function):
         e = self.label_smoothing
         # Per row: the coefficients of the target's one-hot, of the spread w_c, and of p.
         t_coef = self.row_weight * (1 - e)
-        spread = self.row_valid * (e / x.shape[1]) if e else None
-        p_coef = t_coef + spread * self.total_weight if e else t_coef
+        spread, p_coef = None, t_coef
+        if e:
+            spread = self.row_valid * (e / x.shape[1])
+            p_coef = t_coef + spread * self.total_weight
         return CrossEntropyBackward.apply(g, x, scale=self.scale, target=self.target, t_coef=t_coef, spread=spread,
                                           p_coef=p_coef, class_weight=self.class_weight,
                                           log_p_shift=m.data + log_total.data)
@@ -189,8 +196,9 @@ def _class_targets(op: str, input: Tensor, target: Tensor, weight: Tensor | None
     if input.dtype.kind != "f":
         raise TypeError(f"{op}: input must be floating point (class scores), got {input.dtype}")
     if target.dtype.kind not in "iu":
-        raise TypeError(f"{op}: target must hold class indices (an integer tensor), got {target.dtype}; "
-                        "class-probability targets are not supported")
+        also = " or class probabilities (a float tensor of the input's shape)" if op == "cross_entropy" else ""
+        raise TypeError(f"{op}: target must hold class indices (an integer tensor){also}, got {target.dtype} "
+                        f"of shape {tuple(target.shape)} for an input of shape {tuple(input.shape)}")
     if input.ndim == 0 or tuple(target.shape) != tuple(input.shape[:-1]):
         hint = ""
         if input.ndim > 2 and tuple(target.shape) == (input.shape[0],) + tuple(input.shape[2:]):
@@ -229,16 +237,51 @@ def _class_targets(op: str, input: Tensor, target: Tensor, weight: Tensor | None
 
 def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, *, ignore_index: int = -100,
                   reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
-    """Cross-entropy between class scores (logits) ``input`` of shape (..., C) and class indices ``target`` of
-    shape (...): -log softmax(input)[target], mixed with the uniform distribution by ``label_smoothing``,
-    weighted per class by ``weight`` (C,), targets equal to ``ignore_index`` skipped. Stable for any logits."""
+    """Cross-entropy between class scores (logits) ``input`` of shape (..., C) and ``target``: class indices of
+    shape (...), -log softmax(input)[target], or class probabilities of shape (..., C), -sum target *
+    log softmax(input). The target is mixed with the uniform distribution by ``label_smoothing`` and weighted
+    per class by ``weight`` (C,); class indices equal to ``ignore_index`` are skipped. Stable for any logits."""
     _check_reduction("cross_entropy", reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if isinstance(target, Tensor) and target.dtype.kind == "f":
+        return _cross_entropy_with_probabilities(input, target, weight, reduction, float(label_smoothing))
     x, t, row_weight, row_valid, w = _class_targets("cross_entropy", input, target, weight, ignore_index)
     loss = CrossEntropy.apply(x, target=t, row_weight=row_weight, row_valid=row_valid, class_weight=w,
                               reduction=reduction, label_smoothing=float(label_smoothing))
     return reshape(loss, target.shape) if reduction == "none" else loss
+
+
+def _cross_entropy_with_probabilities(input: Tensor, target: Tensor, weight: Tensor | None, reduction: str,
+                                      label_smoothing: float) -> Tensor:
+    """loss_i = -sum_c w_c q_ic log softmax(input_i)_c with q = (1 - e) target + e / C; "mean" averages the rows."""
+    op = "cross_entropy"
+    if not isinstance(input, Tensor) or input.dtype.kind != "f":
+        raise TypeError(f"{op}: input must be a floating-point tensor (class scores), got "
+                        f"{getattr(input, 'dtype', type(input).__name__)}")
+    if input.ndim == 0 or tuple(target.shape) != tuple(input.shape):
+        raise ValueError(f"{op}: a class-probability target (a float tensor) must have the input's shape "
+                         f"{tuple(input.shape)} (classes in the last dim), got {tuple(target.shape)}; "
+                         "class indices are an integer tensor")
+    if target.dtype != input.dtype:
+        raise TypeError(f"{op}: the class-probability target is {target.dtype} but the input is {input.dtype}")
+    if target.device != input.device:
+        raise RuntimeError(f"{op}: target is on {target.device} but input is on {input.device}")
+    n_classes = input.shape[-1]
+    if n_classes == 0:
+        raise ValueError(f"{op}: input of shape {tuple(input.shape)} has no classes")
+    q = target if not label_smoothing else target * (1 - label_smoothing) + label_smoothing / n_classes
+    if weight is not None:
+        if not isinstance(weight, Tensor) or tuple(weight.shape) != (n_classes,):
+            shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+            raise ValueError(f"{op}: weight must be a tensor of shape ({n_classes},), one per class, got {shape}")
+        if weight.device != input.device:
+            raise RuntimeError(f"{op}: weight is on {weight.device} but input is on {input.device}")
+        q = q * Tensor._make(weight.data.astype(input.dtype, copy=False))  # a constant, as for class indices
+    loss = -(log_softmax(input, -1) * q).sum(-1)
+    if reduction == "none":
+        return loss
+    return loss.sum() if reduction == "sum" else loss.mean()
 
 
 def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, *, ignore_index: int = -100,

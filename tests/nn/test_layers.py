@@ -127,7 +127,7 @@ def test_layer_norm_gradcheck(lead, normalized, affine, bias):
     rng = np.random.default_rng(len(lead) + len(normalized))
     inputs = [ta.tensor(rng.standard_normal(lead + normalized), requires_grad=True)]
     inputs += [ta.tensor(rng.standard_normal(normalized), requires_grad=True) for _ in names]
-    ta.gradcheck(lambda x, *ps: functional_call(ln, dict(zip(names, ps)), x), inputs, atol=1e-5, rtol=1e-3)
+    ta.gradcheck(lambda x, *ps: functional_call(ln, dict(zip(names, ps)), x), inputs)
 
 
 @pytest.mark.parametrize("shape, kwargs", [(8, {}), ((3, 8), {"eps": 1e-3}), (8, {"bias": False}),
@@ -233,6 +233,25 @@ def test_cross_entropy_parity_with_torch(kwargs):
     # PyTorch takes (N, C, d1) with the classes in dim 1; we take them last, (N, d1, C)
     check_parity(ours, theirs, lambda x, t: ours(x.permute(0, 2, 1), t), lambda x, t: theirs(x, t),
                  {"x": _rand(2, 5, 3, dtype=np.float32), "t": target})
+
+
+def test_cross_entropy_loss_takes_class_probabilities():
+    """A float target of the input's shape holds class probabilities (as PyTorch's): -sum q log p, mean over rows."""
+    logits, q = _rand(4, 3), np.random.default_rng(1).dirichlet(np.ones(3), 4)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    loss = nn.CrossEntropyLoss(label_smoothing=0.3)(ta.tensor(logits), ta.tensor(q))
+    smoothed = q * 0.7 + 0.1
+    assert loss.item() == pytest.approx(-(smoothed * logp).sum(-1).mean(), rel=1e-12)
+
+
+def test_cross_entropy_probabilities_parity_with_torch():
+    torch = pytest.importorskip("torch")
+    weight = np.array([0.5, 1.0, 2.0, 1.5], dtype=np.float32)
+    ours = nn.CrossEntropyLoss(ta.tensor(weight), label_smoothing=0.1)
+    theirs = torch.nn.CrossEntropyLoss(torch.tensor(weight), label_smoothing=0.1)
+    q = np.random.default_rng(2).dirichlet(np.ones(4), 5).astype(np.float32)
+    check_parity(ours, theirs, lambda x, t: ours(x, t), lambda x, t: theirs(x, t),
+                 {"x": _rand(5, 4, dtype=np.float32), "t": q})
 
 
 def test_nll_and_mse_parity_with_torch():

@@ -22,9 +22,10 @@ class CrossEntropyLoss(_Loss):
     """-log softmax(input)[target], averaged over the targets that are not ``ignore_index``.
 
     ``input``: logits (N, C), or (..., C) with the classes in the LAST dim (PyTorch puts them in dim 1 for
-    more than 2 dims: permute such inputs first); ``target``: class ids of shape (...). ``label_smoothing``
-    = e mixes the one-hot target with the uniform distribution: q = (1 - e) one_hot + e / C (Szegedy et
-    al., 2016). ``weight`` (C,) rescales each class.
+    more than 2 dims: permute such inputs first); ``target``: class ids of shape (...), or class
+    probabilities of the input's shape (a float tensor; "mean" then averages over the rows).
+    ``label_smoothing`` = e mixes the target with the uniform distribution: q = (1 - e) one_hot + e / C
+    (Szegedy et al., 2016). ``weight`` (C,) rescales each class.
     """
 
     def __init__(self, weight: Tensor | None = None, *, ignore_index: int = -100, reduction: str = "mean",
