@@ -9,12 +9,13 @@
 ``torch.nn``: post-LN encoder-decoder, the preset's d_model / heads / layers / d_ff, one embedding shared by
 source, target and the pre-softmax projection and scaled by sqrt(d_model), sinusoidal positions, dropout 0.1
 wherever ours has it (embeddings + positions, attention weights, every sublayer output; after the FFN's ReLU
-only if ours has it there: the rates are read from our model and compared place by place), fused Q/K/V
-projections, ``torch.nn.functional.scaled_dot_product_attention``, label-smoothed (0.1) cross-entropy summed
-over non-pad tokens, Adam(0.9, 0.98, 1e-9) with the same Noam schedule (``LambdaLR``). Its parameters have
+only if ours has it there: the rates are read from our model and compared place by place), packed Q/K/V
+projections (``torch.nn.MultiheadAttention``'s ``in_proj_weight``),
+``torch.nn.functional.scaled_dot_product_attention``, label-smoothed (0.1) cross-entropy summed over non-pad
+tokens, Adam(0.9, 0.98, 1e-9) with the same Noam schedule (``LambdaLR``). Its parameters have
 our parameter names, so our initial weights are copied into it by name; before anything is timed, both
-models compute the loss and gradients of one real batch in eval mode (dropout off) and must agree to float32
-tolerance: the two columns then time the same model.
+models compute the loss and gradients of one real batch in eval mode (dropout off) and must agree (in
+float64, to 1e-9): the two columns then time the same model.
 
 Each framework runs in a worker process of its own (``--same-process`` puts both in this one), as it would
 run alone: PyTorch's OpenMP threads and NumPy's OpenBLAS threads never share a process. The workers rebuild
@@ -128,12 +129,12 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 import tinygrad_attn as ta  # noqa: E402
-from models.transformer import PositionalEncoding  # noqa: E402
 from models.translator import config as cfg  # noqa: E402
 from models.translator.batching import Batch, TokenBatcher, decode_batches, restore_order  # noqa: E402
 from models.translator.data import load_split  # noqa: E402
 from models.translator.search import beam_loop, greedy_loop, max_output_lengths, translate_ids  # noqa: E402
 from models.translator.vocab import BOS_ID, EOS_ID, PAD_ID, Vocab  # noqa: E402
+from tinygrad_attn.nn.positional import sinusoids  # noqa: E402
 
 torch: Any = None
 if not ARGS.no_torch and "ours" not in (ARGS.rss_child, ARGS.worker):  # our children run without PyTorch
@@ -177,16 +178,15 @@ class TwinCache:
 
 
 class TwinAttention(_Module):
-    """Multi-head attention with fused Q/K/V (self) or Q and fused K/V (cross) projections, as ours."""
+    """Multi-head attention with ``torch.nn.MultiheadAttention``'s parameters (``in_proj_weight`` stacks W_q,
+    W_k, W_v): one matmul for self-attention's Q, K, V; for cross-attention Q, then K and V in one, as ours."""
 
     def __init__(self, d_model: int, n_heads: int, dropout: float, self_attention: bool) -> None:
         super().__init__()
         self.n_heads, self.d_k, self.dropout, self.self_attention = n_heads, d_model // n_heads, dropout, self_attention
-        if self_attention:
-            self.qkv_proj = torch.nn.Linear(d_model, 3 * d_model)
-        else:
-            self.q_proj = torch.nn.Linear(d_model, d_model)
-            self.kv_proj = torch.nn.Linear(d_model, 2 * d_model)
+        self.in_proj_weight = torch.nn.Parameter(torch.empty(3 * d_model, d_model))
+        self.in_proj_bias = torch.nn.Parameter(torch.zeros(3 * d_model))
+        torch.nn.init.xavier_uniform_(self.in_proj_weight)
         self.out_proj = torch.nn.Linear(d_model, d_model)
 
     def _heads(self, x: Any, n: int) -> tuple[Any, ...]:
@@ -196,19 +196,20 @@ class TwinAttention(_Module):
     def forward(self, x: Any, memory: Any = None, mask: Any = None, cache: TwinCache | None = None,
                 layer: int = 0) -> Any:
         B, T, D = x.shape
+        w, b = self.in_proj_weight, self.in_proj_bias
         if self.self_attention:
-            q, k, v = self._heads(self.qkv_proj(x), 3)
+            q, k, v = self._heads(TF.linear(x, w, b), 3)
             if cache is not None:
                 if layer in cache.self_kv:
                     past_k, past_v = cache.self_kv[layer]
                     k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
                 cache.self_kv[layer] = (k, v)
         else:
-            (q,) = self._heads(self.q_proj(x), 1)
+            (q,) = self._heads(TF.linear(x, w[:D], b[:D]), 1)
             if cache is not None and layer in cache.cross_kv:
                 k, v = cache.cross_kv[layer]
             else:
-                k, v = self._heads(self.kv_proj(memory), 2)
+                k, v = self._heads(TF.linear(memory, w[D:], b[D:]), 2)
                 if cache is not None:
                     cache.cross_kv[layer] = (k, v)
         out = TF.scaled_dot_product_attention(q, k, v, attn_mask=mask,
@@ -216,45 +217,47 @@ class TwinAttention(_Module):
         return self.out_proj(out.transpose(1, 2).reshape(B, T, D))
 
 
-class TwinFeedForward(_Module):
-    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.w_1, self.w_2 = torch.nn.Linear(d_model, d_ff), torch.nn.Linear(d_ff, d_model)
-        self.dropout = torch.nn.Dropout(dropout)
+class TwinLayer(_Module):
+    """``torch.nn.TransformerEncoderLayer``'s (``cross=False``) or ``TransformerDecoderLayer``'s (``cross=True``)
+    parameters and dropouts, post-LN: LayerNorm(x + Dropout(Sublayer(x))) for each sublayer."""
 
-    def forward(self, x: Any) -> Any:
-        return self.w_2(self.dropout(torch.relu(self.w_1(x))))
-
-
-class TwinEncoderLayer(_Module):
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, ffn_dropout: float,
-                 attention_dropout: float) -> None:
+                 attention_dropout: float, cross: bool) -> None:
         super().__init__()
         self.self_attn = TwinAttention(d_model, n_heads, attention_dropout, self_attention=True)
-        self.ffn = TwinFeedForward(d_model, d_ff, ffn_dropout)
-        self.norm1, self.norm2 = torch.nn.LayerNorm(d_model), torch.nn.LayerNorm(d_model)
-        self.dropout = torch.nn.Dropout(dropout)
+        if cross:
+            self.multihead_attn = TwinAttention(d_model, n_heads, attention_dropout, self_attention=False)
+        self.linear1, self.dropout = torch.nn.Linear(d_model, d_ff), torch.nn.Dropout(ffn_dropout)
+        self.linear2 = torch.nn.Linear(d_ff, d_model)
+        n = 3 if cross else 2
+        for i in range(1, n + 1):
+            setattr(self, f"norm{i}", torch.nn.LayerNorm(d_model))
+        for i in range(1, n + 1):
+            setattr(self, f"dropout{i}", torch.nn.Dropout(dropout))
 
-    def forward(self, x: Any, mask: Any) -> Any:  # post-LN: LayerNorm(x + Dropout(Sublayer(x)))
-        x = self.norm1(x + self.dropout(self.self_attn(x, mask=mask)))
-        return self.norm2(x + self.dropout(self.ffn(x)))
+    def ffn(self, x: Any) -> Any:
+        return self.linear2(self.dropout(torch.relu(self.linear1(x))))
 
-
-class TwinDecoderLayer(_Module):
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, ffn_dropout: float,
-                 attention_dropout: float) -> None:
-        super().__init__()
-        self.self_attn = TwinAttention(d_model, n_heads, attention_dropout, self_attention=True)
-        self.cross_attn = TwinAttention(d_model, n_heads, attention_dropout, self_attention=False)
-        self.ffn = TwinFeedForward(d_model, d_ff, ffn_dropout)
-        self.norm1, self.norm2, self.norm3 = (torch.nn.LayerNorm(d_model) for _ in range(3))
-        self.dropout = torch.nn.Dropout(dropout)
-
-    def forward(self, x: Any, memory: Any, src_mask: Any, tgt_mask: Any, cache: TwinCache | None = None,
+    def forward(self, x: Any, memory: Any, src_mask: Any, tgt_mask: Any = None, cache: TwinCache | None = None,
                 layer: int = 0) -> Any:
-        x = self.norm1(x + self.dropout(self.self_attn(x, mask=tgt_mask, cache=cache, layer=layer)))
-        x = self.norm2(x + self.dropout(self.cross_attn(x, memory, mask=src_mask, cache=cache, layer=layer)))
-        return self.norm3(x + self.dropout(self.ffn(x)))
+        if memory is None:  # an encoder layer
+            x = self.norm1(x + self.dropout1(self.self_attn(x, mask=src_mask)))
+            return self.norm2(x + self.dropout2(self.ffn(x)))
+        x = self.norm1(x + self.dropout1(self.self_attn(x, mask=tgt_mask, cache=cache, layer=layer)))
+        x = self.norm2(x + self.dropout2(self.multihead_attn(x, memory, mask=src_mask, cache=cache, layer=layer)))
+        return self.norm3(x + self.dropout3(self.ffn(x)))
+
+
+class TwinPositional(_Module):
+    """Dropout(x + PE), as ``nn.PositionalEncoding`` (batch first)."""
+
+    def __init__(self, d_model: int, dropout: float, max_positions: int) -> None:
+        super().__init__()
+        self.register_buffer("pe", torch.from_numpy(sinusoids(max_positions, d_model)), persistent=False)
+        self.dropout = torch.nn.Dropout(dropout)
+
+    def forward(self, x: Any, start: int = 0) -> Any:
+        return self.dropout(x + self.pe[start : start + x.shape[1]])
 
 
 class TwinTransformer(_Module):
@@ -268,19 +271,16 @@ class TwinTransformer(_Module):
         super().__init__()
         self.d_model, self.pad_id = d_model, pad_id
         self.embedding = torch.nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
-        table = torch.from_numpy(PositionalEncoding.sinusoids(max_positions, d_model))
-        self.register_buffer("pe", table, persistent=False)
-        self.dropout = torch.nn.Dropout(dropout)
+        self.positional = TwinPositional(d_model, dropout, max_positions)
         self.encoder_layers = torch.nn.ModuleList(
-            TwinEncoderLayer(d_model, n_heads, d_ff, dropout, ffn_dropout, attention_dropout)
+            TwinLayer(d_model, n_heads, d_ff, dropout, ffn_dropout, attention_dropout, cross=False)
             for _ in range(n_encoder_layers))
         self.decoder_layers = torch.nn.ModuleList(
-            TwinDecoderLayer(d_model, n_heads, d_ff, dropout, ffn_dropout, attention_dropout)
+            TwinLayer(d_model, n_heads, d_ff, dropout, ffn_dropout, attention_dropout, cross=True)
             for _ in range(n_decoder_layers))
 
     def embed(self, tokens: Any, offset: int = 0) -> Any:
-        x = self.embedding(tokens) * self.d_model**0.5
-        return self.dropout(x + self.pe[offset : offset + tokens.shape[1]])
+        return self.positional(self.embedding(tokens) * self.d_model**0.5, offset)
 
     def project(self, h: Any) -> Any:
         return TF.linear(h, self.embedding.weight)
@@ -290,7 +290,7 @@ class TwinTransformer(_Module):
         mask = keep[:, None, None, :]
         x = self.embed(src)
         for layer in self.encoder_layers:
-            x = layer(x, mask)
+            x = layer(x, None, mask)
         return x, keep
 
     def decode_hidden(self, tgt_in: Any, memory: Any, src_keep: Any, cache: TwinCache | None = None) -> Any:
@@ -321,7 +321,7 @@ def build_twin(ours: Any) -> Any:
     if ours.norm_first or not ours.tie_embeddings:
         raise ValueError("the twin implements the post-LN, tied-embedding model only")
     layers = list(ours.encoder_layers) + list(ours.decoder_layers)
-    ffn_dropout = layers[0].ffn.dropout.p if layers else 0.0
+    ffn_dropout = layers[0].dropout.p if layers else 0.0
     twin = TwinTransformer(ours.vocab_size, ours.d_model, ours.n_heads, ours.n_encoder_layers, ours.n_decoder_layers,
                            ours.d_ff, ours.dropout_p, ours.pad_id, ours.max_positions, ffn_dropout,
                            ours.attention_dropout)
@@ -335,13 +335,11 @@ def build_twin(ours: Any) -> Any:
 def dropout_rates(model: Any) -> dict[str, float]:
     """Every dropout of a model (ours or the twin: the module names are the same) -> its rate. Dropout is the
     one difference an eval-mode check cannot see, so the twin's must match ours place by place."""
-    from models.transformer import MultiHeadAttention
-
     rates = {}
     for name, module in model.named_modules():
         if isinstance(module, (ta.nn.Dropout, *((torch.nn.Dropout,) if torch is not None else ()))):
             rates[name] = float(module.p)
-        elif isinstance(module, (MultiHeadAttention, TwinAttention)):
+        elif isinstance(module, (ta.nn.MultiheadAttention, TwinAttention)):
             rates[f"{name} (attention weights)"] = float(module.dropout)
     return rates
 
@@ -364,9 +362,9 @@ def check_twin(ours: Any, twin: Any, batch: Batch, label_smoothing: float) -> di
     Raises if they differ.
 
     float64, because in float32 a trained model has a few ReLU inputs within rounding of 0, which the two
-    frameworks gate differently: that moved 4% of one hidden unit's gradient in `small` (measured), a
-    difference rounding makes, not the model. In float64 the two agree to about 1e-12; a model that differs
-    shows up at O(1). The weights are float32 values, so converting them back restores them exactly.
+    frameworks gate differently, moving a visible part of a hidden unit's gradient: a difference rounding
+    makes, not the model. In float64 the two agree to rounding; a model that differs shows up at O(1). The
+    weights are float32 values, so converting them back restores them exactly.
     """
     ours_dtype, twin_dtype = next(iter(ours.parameters())).dtype, next(twin.parameters()).dtype
     ours.eval()

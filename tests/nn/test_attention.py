@@ -11,6 +11,7 @@ import tinygrad_attn as ta
 from tinygrad_attn import nn
 
 from .parity import check_parity, functional_call
+from .reference import as_float64, multihead_attention
 
 
 def _rand(*shape, seed=0, dtype=np.float32):
@@ -116,6 +117,124 @@ def test_fused_in_projection_counts_matmuls(monkeypatch, which, calls):
     # the fused and unfused paths compute the same thing
     copies = {"self": (x, _t(x.numpy()), _t(x.numpy())), "kv": (x, y, _t(y.numpy())), "separate": (x, y, z)}[which]
     np.testing.assert_allclose(out.numpy(), mha(*copies)[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+# ---- against a NumPy forward, one head at a time ---------------------------------------------------------------
+
+
+def _randomise(module: nn.Module, seed: int) -> None:
+    """Random values in every parameter (biases start at zero, which would hide a misplaced one)."""
+    rng = np.random.default_rng(seed)
+    with ta.no_grad():
+        for p in module.parameters():
+            p.data[...] = rng.standard_normal(p.shape).astype(p.dtype) * 0.5
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("kind", ["self", "cross", "separate"])
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_heads_split_and_merged_by_hand(batch_first, kind, need_weights):
+    """The output and per-head weights equal a NumPy forward that projects each head with its own rows of
+    W_q, W_k, W_v and concatenates head 0, head 1, ... in order: a head split or merged in another order,
+    or a projection taken from the wrong rows, changes the result."""
+    E, H, N, L, S = 12, 3, 2, 4, 5
+    attn = nn.MultiheadAttention(E, H, batch_first=batch_first).double()
+    _randomise(attn, seed=1)
+    x = _rand(N, L, E, seed=2, dtype=np.float64)
+    memory = x if kind == "self" else _rand(N, S, E, seed=3, dtype=np.float64)
+    pad = np.zeros(memory.shape[:2], dtype=bool)
+    pad[1, -2:] = True  # the last two keys of row 1 are padding
+    layout = (lambda a: a) if batch_first else (lambda a: a.transpose(1, 0, 2))
+    q = _t(layout(x))
+    k = q if kind == "self" else _t(layout(memory))
+    v = k if kind != "separate" else _t(layout(memory).copy())  # equal values, another tensor: unfused path
+    out, weights = attn(q, k, v, key_padding_mask=_t(pad), need_weights=need_weights, average_attn_weights=False)
+    ref_out, ref_weights = multihead_attention(x, memory, as_float64(attn.state_dict()), "", H,
+                                               allowed=~pad[:, None, :])
+    np.testing.assert_allclose(layout(out.numpy()), ref_out, rtol=1e-10, atol=1e-12)
+    if need_weights:
+        np.testing.assert_allclose(weights.numpy(), ref_weights, rtol=1e-10, atol=1e-12)
+
+
+# ---- the key/value cache -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("chunks", [(1, 1, 1, 1, 1, 1), (2, 3, 1), (1, 4, 1), (6,)])
+def test_cached_self_attention_equals_recomputation(batch_first, chunks):
+    """Causal self-attention fed a few positions at a time through a ``KVCache`` gives what it gives on the
+    whole sequence at once, including calls of several positions after cached ones (whose causal mask is
+    shifted by the cached length)."""
+    attn = nn.MultiheadAttention(8, 2, batch_first=batch_first).eval()
+    _randomise(attn, seed=4)
+    x = _rand(2, 6, 8, seed=5)
+    pad = np.zeros((2, 6), dtype=bool)
+    pad[0, 0] = True  # a padded first position: the padding mask covers cached keys too
+    layout = (lambda a: a) if batch_first else (lambda a: a.transpose(1, 0, 2))
+    full, _ = attn(*[_t(layout(x))] * 3, key_padding_mask=_t(pad), is_causal=True, need_weights=False)
+    cache = nn.KVCache()
+    outs, start = [], 0
+    with ta.no_grad():
+        for size in chunks:
+            part = _t(layout(x[:, start : start + size]))
+            out, _ = attn(part, part, part, key_padding_mask=_t(pad[:, : start + size]), is_causal=True,
+                          need_weights=False, cache=cache)
+            outs.append(layout(out.numpy()))
+            start += size
+    assert cache.length == 6
+    np.testing.assert_allclose(np.concatenate(outs, axis=1), layout(full.detach().numpy()), rtol=1e-5, atol=1e-6)
+
+
+def test_static_cache_projects_the_memory_once():
+    """Cross-attention with a static ``KVCache``: the first call stores the memory's keys and values, later
+    calls use them (and project only their queries), with the same results as without a cache."""
+    attn = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    _randomise(attn, seed=6)
+    x, memory = _t(_rand(3, 4, 8, seed=7)), _t(_rand(3, 5, 8, seed=8))
+    expected = attn(x, memory, memory, need_weights=False)[0].detach().numpy()
+    cache = nn.KVCache(static=True)
+    with ta.no_grad():
+        first = attn(x[:, :1], memory, memory, need_weights=False, cache=cache)[0].numpy()
+        assert cache.filled and cache.length == 5
+        zeros = ta.zeros(3, 5, 8)  # ignored: the cached keys and values are used
+        rest = attn(x[:, 1:], zeros, zeros, need_weights=False, cache=cache)[0].numpy()
+        ahead = nn.KVCache(static=True)
+        ahead.update(*attn.key_value(memory, memory))  # filled before the first query, as beam search does
+        again = attn(x, zeros, zeros, need_weights=False, cache=ahead)[0].numpy()
+    np.testing.assert_allclose(np.concatenate([first, rest], axis=1), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(again, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_cache_reorder_keeps_rows():
+    """``reorder`` with a permutation that overwrites rows it reads, and with fewer rows."""
+    attn = nn.MultiheadAttention(4, 2, batch_first=True).eval()
+    x = _rand(3, 5, 4, seed=9)
+    full = attn(*[_t(x)] * 3, is_causal=True, need_weights=False)[0].detach().numpy()
+    for order in (np.array([2, 0, 0]), np.array([1, 0, 2]), np.array([2, 1])):
+        cache = nn.KVCache()
+        with ta.no_grad():
+            attn(*[_t(x[:, :3])] * 3, is_causal=True, need_weights=False, cache=cache)
+            cache.reorder(order)
+            rest = attn(*[_t(x[order, 3:])] * 3, is_causal=True, need_weights=False, cache=cache)[0].numpy()
+        np.testing.assert_allclose(rest, full[order, 3:], rtol=1e-5, atol=1e-6)
+
+
+def test_cache_errors_are_named():
+    attn = nn.MultiheadAttention(4, 2, batch_first=True)
+    x = _t(_rand(2, 3, 4))
+    with pytest.raises(RuntimeError, match="no_grad"):
+        attn(x, x, x, cache=nn.KVCache())
+    with ta.no_grad():
+        cache = nn.KVCache()
+        attn(x, x, x, cache=cache)
+        with pytest.raises(ValueError, match="N = 1"):
+            attn(x[:1], x[:1], x[:1], cache=cache)
+        with pytest.raises(TypeError, match="KVCache"):
+            attn(x, x, x, cache={})
+        static = nn.KVCache(static=True)
+        static.update(*attn.key_value(x, x))
+        with pytest.raises(RuntimeError, match="filled once"):
+            static.update(*attn.key_value(x, x))
 
 
 # ---- masks -------------------------------------------------------------------------------------------------------

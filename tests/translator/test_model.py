@@ -14,15 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygrad_attn as ta
-from models.transformer import (
-    PRESETS,
-    DecoderCache,
-    MultiHeadAttention,
-    PositionalEncoding,
-    Transformer,
-    build_model,
-    count_parameters,
-)
+from models.transformer import PRESETS, Transformer, build_model, count_parameters
+from tinygrad_attn import nn
+from tinygrad_attn.nn.positional import sinusoids
 
 PAD, BOS, EOS = 0, 2, 3
 V = 23  # a small joint vocabulary: ids 4..22 are "words"
@@ -120,23 +114,30 @@ def test_initialisation():
     emb = model.embedding.weight.numpy()
     assert np.all(emb[PAD] == 0)
     assert abs(emb[1:].std() - d**-0.5) < 0.1 * d**-0.5  # N(0, d^-1/2), tied with the output projection
-    qkv = model.encoder_layers[0].self_attn.qkv_proj
     bound = math.sqrt(6 / (2 * d))  # xavier-uniform of one d x d projection
-    w = qkv.weight.numpy()
-    assert w.shape == (3 * d, d) and np.abs(w).max() <= bound and np.abs(w).max() > 0.95 * bound
-    assert np.all(qkv.bias.numpy() == 0)
-    w1 = model.encoder_layers[0].ffn.w_1.weight.numpy()
-    assert np.abs(w1).max() <= math.sqrt(6 / (d + 128))
+    for attn in (model.encoder_layers[0].self_attn, model.decoder_layers[0].multihead_attn):
+        w = attn.in_proj_weight.numpy()
+        assert w.shape == (3 * d, d) and np.abs(w).max() <= bound and np.abs(w).max() > 0.95 * bound
+        assert np.all(attn.in_proj_bias.numpy() == 0) and np.all(attn.out_proj.bias.numpy() == 0)
+    w1 = model.encoder_layers[0].linear1.weight.numpy()
+    bound1 = math.sqrt(6 / (d + 128))
+    assert np.abs(w1).max() <= bound1 and np.abs(w1).max() > 0.95 * bound1
+    assert np.all(model.decoder_layers[0].linear2.bias.numpy() == 0)
 
 
-def test_positional_encoding_is_the_papers_and_extends():
-    pe = PositionalEncoding(8, max_positions=4)
-    table = pe(10).numpy()  # longer than the table: recomputed
-    pos, i = 7, 1
-    assert table.shape == (10, 8) and table.dtype == np.float32
+def test_embedding_is_scaled_tokens_plus_the_papers_positions():
+    model = Transformer(V, d_model=8, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=8,
+                        max_positions=4).eval()
+    tokens = np.array([[5, 6, 7, 8, 9, 10, 11]])
+    table = sinusoids(10, 8)
+    pos, i = 6, 1
     np.testing.assert_allclose(table[pos, 2 * i], math.sin(pos / 10000 ** (2 * i / 8)), rtol=1e-6)
     np.testing.assert_allclose(table[pos, 2 * i + 1], math.cos(pos / 10000 ** (2 * i / 8)), rtol=1e-6)
-    np.testing.assert_array_equal(pe(3, offset=5).numpy(), table[5:8])
+    emb = model.embedding.weight.numpy()[tokens] * math.sqrt(8)
+    with ta.no_grad():  # 7 positions from a table of 4: it grows; and from offset 3 on, as a cache needs
+        np.testing.assert_allclose(model.embed(ta.tensor(tokens)).numpy(), emb + table[:7], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(model.embed(ta.tensor(tokens[:, :2]), offset=3).numpy(),
+                                   emb[:, :2] + table[3:5], rtol=1e-6, atol=1e-6)
 
 
 def test_bad_hyperparameters_are_named():
@@ -208,7 +209,7 @@ def test_incremental_decoding_with_the_cache_equals_full_recomputation(norm_firs
     full = logits_of(model, src, tgt)  # every position computed at once, causal mask
     with ta.no_grad():
         memory, src_keep = model.encode(src)
-        cache = DecoderCache()
+        cache = model.init_cache()  # empty: the first step projects the encoder's keys/values
         steps = [model.decode(tgt[:, t : t + 1], memory, src_keep, cache).numpy() for t in range(12)]
         assert cache.length == 12
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, rtol=1e-5, atol=1e-5)
@@ -221,7 +222,7 @@ def test_incremental_decoding_with_the_cache_equals_full_recomputation(norm_firs
     # repeats that overwrites rows it reads, one that keeps a row in place, and one that drops a row.
     for order in (np.array([2, 0, 0]), np.array([2, 1, 0]), np.array([2, 0])):
         with ta.no_grad():
-            cache = DecoderCache()
+            cache = model.init_cache()
             first = model.decode(tgt[:, :5], memory, src_keep, cache).numpy()
             cache.reorder(order)
             rest = model.decode(tgt[order, 5:], memory[ta.tensor(order)], src_keep[ta.tensor(order)], cache).numpy()
@@ -234,7 +235,7 @@ def test_the_cache_is_for_inference_only():
     src, tgt = random_batch(np.random.default_rng(0), 1, 4, 2)
     memory, src_keep = model.encode(src)
     with pytest.raises(RuntimeError, match="no_grad"):
-        model.decode(tgt, memory, src_keep, DecoderCache())
+        model.decode(tgt, memory, src_keep, model.init_cache())
 
 
 def test_attention_weights_are_distributions_over_real_tokens():
@@ -269,7 +270,7 @@ def test_gradcheck_of_the_loss_in_float64():
     tgt_in = np.array([[BOS, 9, 4], [BOS, 10, PAD]])
     tgt_out = np.array([[9, 4, EOS], [10, EOS, PAD]])
     layer = model.decoder_layers[0]
-    targets = [(layer.cross_attn.q_proj, "weight"), (model.encoder_layers[0].norm1, "weight"),
+    targets = [(layer.multihead_attn, "in_proj_weight"), (model.encoder_layers[0].norm1, "weight"),
                (model.embedding, "weight")]
 
     def loss(*weights: ta.Tensor) -> ta.Tensor:
@@ -370,26 +371,30 @@ def _torch_transformer(torch, P: dict, src, tgt_in, n_heads: int, n_layers: int,
         B, _, T, _ = q.shape
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(B, T, d_model)
 
-    pe = torch.from_numpy(PositionalEncoding.sinusoids(64, d_model))
+    pe = torch.from_numpy(sinusoids(64, d_model))
     embed = lambda ids: P["embedding.weight"][ids] * math.sqrt(d_model) + pe[: ids.shape[1]]  # noqa: E731
     src_mask = (src != PAD)[:, None, None, :]
     x = embed(src)
+    def packed(x, name, rows):  # rows of PyTorch's in_proj_weight: [0, D) W_q, [D, 2D) W_k, [2D, 3D) W_v
+        return x @ P[name + ".in_proj_weight"][rows].T + P[name + ".in_proj_bias"][rows]
+
+    every, query, key_value = slice(None), slice(0, d_model), slice(d_model, None)
     for i in range(n_layers):
         p = f"encoder_layers.{i}."
-        q, k, v = heads(linear(x, p + "self_attn.qkv_proj"), 3)
+        q, k, v = heads(packed(x, p + "self_attn", every), 3)
         x = norm(x + linear(attend(q, k, v, src_mask), p + "self_attn.out_proj"), p + "norm1")
-        x = norm(x + linear(torch.relu(linear(x, p + "ffn.w_1")), p + "ffn.w_2"), p + "norm2")
+        x = norm(x + linear(torch.relu(linear(x, p + "linear1")), p + "linear2"), p + "norm2")
     T = tgt_in.shape[1]
     causal = torch.ones(T, T, dtype=torch.bool).tril()
     y = embed(tgt_in)
     for i in range(n_layers):
         p = f"decoder_layers.{i}."
-        q, k, v = heads(linear(y, p + "self_attn.qkv_proj"), 3)
+        q, k, v = heads(packed(y, p + "self_attn", every), 3)
         y = norm(y + linear(attend(q, k, v, causal), p + "self_attn.out_proj"), p + "norm1")
-        (q,) = heads(linear(y, p + "cross_attn.q_proj"), 1)
-        k, v = heads(linear(x, p + "cross_attn.kv_proj"), 2)
-        y = norm(y + linear(attend(q, k, v, src_mask), p + "cross_attn.out_proj"), p + "norm2")
-        y = norm(y + linear(torch.relu(linear(y, p + "ffn.w_1")), p + "ffn.w_2"), p + "norm3")
+        (q,) = heads(packed(y, p + "multihead_attn", query), 1)
+        k, v = heads(packed(x, p + "multihead_attn", key_value), 2)
+        y = norm(y + linear(attend(q, k, v, src_mask), p + "multihead_attn.out_proj"), p + "norm2")
+        y = norm(y + linear(torch.relu(linear(y, p + "linear1")), p + "linear2"), p + "norm3")
     return y @ P["embedding.weight"].T
 
 
@@ -420,11 +425,10 @@ def test_training_matches_a_pytorch_twin_step_by_step():
         np.testing.assert_allclose(loss.item(), reference.item(), rtol=2e-5)
     for name, p in model.named_parameters():
         ours_p, theirs_p = p.numpy(), P[name].detach().numpy()
-        if name.endswith(("qkv_proj.bias", "kv_proj.bias")):
+        if name.endswith("in_proj_bias"):
             # The key bias adds q.b to every score of a query: softmax ignores it, its true gradient is 0,
             # and Adam turns each framework's rounding noise into steps of size lr. Compare the rest.
-            keys = slice(32, 64) if "qkv" in name else slice(0, 32)
-            ours_p, theirs_p = np.delete(ours_p, keys), np.delete(theirs_p, keys)
+            ours_p, theirs_p = np.delete(ours_p, slice(32, 64)), np.delete(theirs_p, slice(32, 64))
         np.testing.assert_allclose(ours_p, theirs_p, rtol=1e-3, atol=1e-4, err_msg=name)
 
 
@@ -433,9 +437,13 @@ def test_attention_dropout_is_its_own_rate_and_off_in_the_presets():
     as the paper does."""
     model = Transformer(10, d_model=8, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=8, dropout=0.1,
                         attention_dropout=0.2)
-    rates = {name: m.dropout for name, m in model.named_modules() if isinstance(m, MultiHeadAttention)}
+    rates = {name: m.dropout for name, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
     assert rates == {"encoder_layers.0.self_attn": 0.2, "decoder_layers.0.self_attn": 0.2,
-                     "decoder_layers.0.cross_attn": 0.2}
-    assert model.dropout.p == 0.1
+                     "decoder_layers.0.multihead_attn": 0.2}
+    sublayer_rates = {name: m.p for name, m in model.named_modules() if isinstance(m, nn.Dropout)}
+    assert sublayer_rates == {"positional.dropout": 0.1, "encoder_layers.0.dropout": 0.0,  # none after the ReLU
+                              "encoder_layers.0.dropout1": 0.1, "encoder_layers.0.dropout2": 0.1,
+                              "decoder_layers.0.dropout": 0.0, "decoder_layers.0.dropout1": 0.1,
+                              "decoder_layers.0.dropout2": 0.1, "decoder_layers.0.dropout3": 0.1}
     preset = build_model(10, preset="tiny", d_model=8, n_heads=2, d_ff=8)
-    assert {m.dropout for m in preset.modules() if isinstance(m, MultiHeadAttention)} == {0.0}
+    assert {m.dropout for m in preset.modules() if isinstance(m, nn.MultiheadAttention)} == {0.0}

@@ -12,13 +12,14 @@ from .activation import GELU, Identity, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .attention import MultiheadAttention
 from .dropout import Dropout
 from .embedding import Embedding
+from .kv_cache import DecoderCache, KVCache
 from .linear import Linear
 from .loss import CrossEntropyLoss, MSELoss, NLLLoss
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Sequential
 from .normalization import LayerNorm
 from .parameter import Parameter
+from .positional import PositionalEncoding
 from .transformer import (
-    PositionalEncoding,
     Transformer,
     TransformerDecoder,
     TransformerDecoderLayer,
@@ -33,7 +34,7 @@ __all__ = [
     "Linear", "Embedding", "LayerNorm", "Dropout",
     "Identity", "ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax",
     "CrossEntropyLoss", "NLLLoss", "MSELoss",
-    "MultiheadAttention",
+    "MultiheadAttention", "KVCache", "DecoderCache",
     "PositionalEncoding", "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder",
     "TransformerDecoder", "Transformer", "generate_square_subsequent_mask",
 ]

@@ -4,9 +4,14 @@
     output = concat(head_1, ..., head_h) W_o
 
 The h projections of size d_head = embed_dim / h are one (embed_dim x embed_dim) matrix each for Q, K and
-V, stored stacked as ``in_proj_weight`` (3 embed_dim x embed_dim), exactly as PyTorch stores them. For
-self-attention (``query is key is value``) Q, K and V come from one matrix multiply with that stacked
-matrix; for cross-attention with ``key is value``, K and V share one.
+V, stored stacked as ``in_proj_weight`` (3 embed_dim x embed_dim), exactly as PyTorch stores them: rows
+[0, E) are W_q, [E, 2E) W_k, [2E, 3E) W_v, and within each, rows [i d_head, (i + 1) d_head) are head i's.
+For self-attention (``query is key is value``) Q, K and V come from one matrix multiply with that stacked
+matrix; for cross-attention with ``key is value``, K and V share one (its rows [E, 3E)).
+
+Incremental decoding: ``forward(..., cache=KVCache())`` (``nn.kv_cache``) keeps the keys and values of
+earlier calls, so each call projects only its new positions (self-attention) or nothing but the queries
+(cross-attention over a fixed memory, ``KVCache(static=True)``).
 
 Masks follow ``torch.nn.MultiheadAttention``: a boolean mask is True where attention is NOT allowed, a
 float mask is added to the scores (-inf forbids). ``F.scaled_dot_product_attention`` uses the opposite
@@ -19,9 +24,11 @@ import math
 from typing import Any
 
 from .. import functional as F
+from ..autograd import is_grad_enabled
 from ..creation import empty
 from ..tensor import Tensor
 from . import init
+from .kv_cache import KVCache
 from .linear import Linear
 from .module import Module
 from .parameter import Parameter
@@ -104,7 +111,7 @@ class MultiheadAttention(Module):
     # ---- forward ---------------------------------------------------------------------------------------
     def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None,
                 need_weights: bool = True, attn_mask: Tensor | None = None, average_attn_weights: bool = True,
-                is_causal: bool = False) -> tuple[Tensor, Tensor | None]:
+                is_causal: bool = False, *, cache: KVCache | None = None) -> tuple[Tensor, Tensor | None]:
         """Attend from ``query`` to ``key``/``value``.
 
         ``key_padding_mask`` (N, S): True (or -inf) marks padding keys that no query may attend to.
@@ -112,6 +119,11 @@ class MultiheadAttention(Module):
         float values are added to the scores. ``is_causal=True`` without ``attn_mask`` applies the causal
         mask (query i sees keys j <= i); with an ``attn_mask`` it is only a hint, as in PyTorch, and the
         given mask is used.
+
+        ``cache`` (inference only, under ``ta.no_grad()``): a growing ``KVCache`` gets the new positions'
+        keys and values appended, and the queries attend to every position cached so far (S counts them
+        all, for the masks); with ``is_causal`` the queries are the positions after the cached ones. A
+        static ``KVCache`` is filled on its first call and then used instead of ``key``/``value``.
         """
         same_qkv = query is key and key is value  # decided before any reshaping changes the objects
         same_kv = key is value
@@ -122,18 +134,32 @@ class MultiheadAttention(Module):
             if key_padding_mask is not None and key_padding_mask.ndim == 1:
                 key_padding_mask = key_padding_mask.unsqueeze(0)
         n, tgt_len = (query.shape[1], query.shape[0]) if seq_first else (query.shape[0], query.shape[1])
-        src_len = key.shape[0] if seq_first else key.shape[1]
 
-        q, k, v = self._in_projection(query, key, value, same_qkv, same_kv)
-        q, k, v = (self._split_heads(t, seq_first) for t in (q, k, v))  # (N, H, T, d_head)
+        past = 0  # positions already in a growing cache: the new queries come after them
+        if cache is None:
+            q, k, v = self._in_projection(query, key, value, same_qkv, same_kv, seq_first)  # (N, H, T, d_head)
+        else:
+            self._check_cache(cache, n)
+            if cache.static and cache.filled:  # the keys and values of a fixed memory, projected before
+                (q,) = self._heads(self._project(query, 0, 1), 1, seq_first)
+                k, v = cache.keys_values()
+            else:
+                past = 0 if cache.static else cache.length
+                q, k, v = self._in_projection(query, key, value, same_qkv, same_kv, seq_first)
+                k, v = cache.update(k, v)  # every position so far: (N, H, past + S_new, d_head)
+        src_len = k.shape[2]
+        if past and is_causal and attn_mask is None:  # query i is position past + i: it sees keys j <= past + i
+            is_causal = False
+            if tgt_len > 1:
+                attn_mask = Tensor._make(q.xp.triu(q.xp.ones((tgt_len, src_len), dtype=bool), past + 1))
 
         mask, causal = _merge_masks(attn_mask, key_padding_mask, is_causal, n, self.num_heads, tgt_len, src_len, q)
         dropout_p = self.dropout if self.training else 0.0  # on the attention weights
         result = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal,
                                                 need_weights=need_weights)
-        out, weights = result if need_weights else (result, None)
+        out, weights = result if isinstance(result, tuple) else (result, None)
 
-        # (N, H, L, d_head) -> (L, N, E) or (N, L, E)
+        # concat(head_1, ..., head_h): (N, H, L, d_head) -> (L, N, H, d_head) or (N, L, H, d_head) -> (., ., E)
         out = out.permute(2, 0, 1, 3) if seq_first else out.permute(0, 2, 1, 3)
         out = self.out_proj(out.reshape(out.shape[0], out.shape[1], self.embed_dim))
         if weights is not None and average_attn_weights:
@@ -143,47 +169,94 @@ class MultiheadAttention(Module):
             weights = weights.squeeze(0) if weights is not None else None
         return out, weights
 
+    def key_value(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        """The keys and values (N, H, S, d_head) that attending to ``key``/``value`` uses: what a static
+        ``KVCache`` holds. ``cache.update(*attn.key_value(memory, memory))`` fills one ahead of decoding."""
+        if key.ndim not in (2, 3) or value.ndim != key.ndim or key.shape[:-1] != value.shape[:-1]:
+            raise ValueError(f"MultiheadAttention.key_value: expected key and value of the same batch and length, "
+                             f"got {tuple(key.shape)} and {tuple(value.shape)}")
+        seq_first = key.ndim == 3 and not self.batch_first
+        same_kv = key is value
+        if key.ndim == 2:  # (S, E) -> (1, S, E)
+            key, value = key.unsqueeze(0), value.unsqueeze(0)
+        return self._key_value(key, value, same_kv, seq_first)
+
     def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> bool:
         """Validate shapes; True for batched (3-D) inputs, False for unbatched (2-D) ones."""
-        shapes = f"query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
+        def shapes() -> str:
+            return f"query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
+
         if query.ndim not in (2, 3) or key.ndim != query.ndim or value.ndim != query.ndim:
             raise ValueError(f"MultiheadAttention: expected query, key and value all 3-D (batched) or all 2-D "
-                             f"(unbatched), got {shapes}")
+                             f"(unbatched), got {shapes()}")
         for name, t, dim in (("query", query, self.embed_dim), ("key", key, self.kdim), ("value", value, self.vdim)):
             if t.shape[-1] != dim:
-                raise ValueError(f"MultiheadAttention: {name} must have {dim} features in its last dim, got {shapes}")
+                raise ValueError(f"MultiheadAttention: {name} must have {dim} features in its last dim, got "
+                                 f"{shapes()}")
         if key.shape[:-1] != value.shape[:-1]:
-            raise ValueError(f"MultiheadAttention: key and value must have the same batch and length, got {shapes}")
+            raise ValueError(f"MultiheadAttention: key and value must have the same batch and length, got {shapes()}")
         if query.ndim == 3:
             batch_dim = 0 if self.batch_first else 1
             if query.shape[batch_dim] != key.shape[batch_dim]:
                 raise ValueError(f"MultiheadAttention: query and key have different batch sizes "
-                                 f"(batch_first={self.batch_first}): {shapes}")
+                                 f"(batch_first={self.batch_first}): {shapes()}")
         return query.ndim == 3
 
-    def _in_projection(self, query: Tensor, key: Tensor, value: Tensor, same_qkv: bool,
-                       same_kv: bool) -> tuple[Tensor, Tensor, Tensor]:
-        """Q, K, V = query W_q^T + b_q, key W_k^T + b_k, value W_v^T + b_v, sharing matrix multiplies
-        where the inputs are the same tensor."""
-        e, b, w = self.embed_dim, self.in_proj_bias, self.in_proj_weight
-        if self._qkv_same_embed_dim and same_qkv:  # self-attention: one (3E x E) matrix multiply
-            q, k, v = F.linear(query, w, b).chunk(3, dim=-1)
-            return q, k, v
-        bq, bk, bv = (b[:e], b[e:2 * e], b[2 * e:]) if b is not None else (None, None, None)
-        if not self._qkv_same_embed_dim:
-            return (F.linear(query, self.q_proj_weight, bq), F.linear(key, self.k_proj_weight, bk),
-                    F.linear(value, self.v_proj_weight, bv))
-        q = F.linear(query, w[:e], bq)
-        if same_kv:  # cross-attention: one (2E x E) matrix multiply for K and V
-            k, v = F.linear(key, w[e:], b[e:] if b is not None else None).chunk(2, dim=-1)
-            return q, k, v
-        return q, F.linear(key, w[e:2 * e], bk), F.linear(value, w[2 * e:], bv)
+    def _check_cache(self, cache: KVCache, n: int) -> None:
+        if not isinstance(cache, KVCache):
+            raise TypeError(f"MultiheadAttention: cache must be a KVCache, got {type(cache).__name__}")
+        if is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            raise RuntimeError("MultiheadAttention: a KVCache holds plain arrays, outside autograd: it is for "
+                               "inference; run under ta.no_grad()")
+        if cache.filled and (cache.k.shape[0] != n or cache.k.shape[1] != self.num_heads
+                             or cache.k.shape[3] != self.head_dim):
+            raise ValueError(f"MultiheadAttention: the cache holds keys of shape (N, H, S, d_head) = "
+                             f"{(cache.k.shape[0], cache.k.shape[1], cache.length, cache.k.shape[3])}, but this call "
+                             f"has N = {n}, H = {self.num_heads}, d_head = {self.head_dim}")
 
-    def _split_heads(self, x: Tensor, seq_first: bool) -> Tensor:
-        """(T, N, E) or (N, T, E) -> (N, num_heads, T, head_dim)."""
-        a, b = x.shape[0], x.shape[1]
-        x = x.reshape(a, b, self.num_heads, self.head_dim)
-        return x.permute(1, 2, 0, 3) if seq_first else x.permute(0, 2, 1, 3)
+    def _project(self, x: Tensor, first: int, count: int) -> Tensor:
+        """x W^T + b with the ``count`` stacked projections of ``in_proj_weight`` from number ``first`` on
+        (0: W_q, 1: W_k, 2: W_v): (., ., count E). Slicing the packed weight's rows is a view. With kdim or
+        vdim != embed_dim the three are separate matrices, and ``count`` is 1."""
+        e, b = self.embed_dim, self.in_proj_bias
+        rows = slice(first * e, (first + count) * e)
+        if not self._qkv_same_embed_dim:
+            weight = (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)[first]
+            return F.linear(x, weight, b[rows] if b is not None else None)
+        w = self.in_proj_weight
+        if count == 3:  # the whole matrix: no slicing op at all
+            return F.linear(x, w, b)
+        return F.linear(x, w[rows], b[rows] if b is not None else None)
+
+    def _in_projection(self, query: Tensor, key: Tensor, value: Tensor, same_qkv: bool, same_kv: bool,
+                       seq_first: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """Q, K, V = query W_q^T + b_q, key W_k^T + b_k, value W_v^T + b_v, split into heads (N, H, T, d_head),
+        sharing matrix multiplies where the inputs are the same tensor."""
+        if self._qkv_same_embed_dim and same_qkv:  # self-attention: one (3E x E) matrix multiply
+            q, k, v = self._heads(self._project(query, 0, 3), 3, seq_first)
+            return q, k, v
+        (q,) = self._heads(self._project(query, 0, 1), 1, seq_first)
+        return (q, *self._key_value(key, value, same_kv, seq_first))
+
+    def _key_value(self, key: Tensor, value: Tensor, same_kv: bool, seq_first: bool) -> tuple[Tensor, Tensor]:
+        """K, V split into heads (N, H, S, d_head) from 3-D inputs."""
+        if self._qkv_same_embed_dim and same_kv:  # cross-attention: one (2E x E) matrix multiply for K and V
+            k, v = self._heads(self._project(key, 1, 2), 2, seq_first)
+            return k, v
+        (k,) = self._heads(self._project(key, 1, 1), 1, seq_first)
+        (v,) = self._heads(self._project(value, 2, 1), 1, seq_first)
+        return k, v
+
+    def _heads(self, x: Tensor, count: int, seq_first: bool) -> tuple[Tensor, ...]:
+        """Split ``count`` stacked projections into heads: (T, N, count E) or (N, T, count E) -> ``count``
+        tensors (N, H, T, d_head), views of x: feature c E + i d_head + j is head i's feature j of
+        projection c."""
+        a, b = x.shape[0], x.shape[1]  # (T, N) or (N, T)
+        x = x.reshape(a, b, count, self.num_heads, self.head_dim)  # (T or N, N or T, count, H, d_head)
+        x = x.permute(2, 1, 3, 0, 4) if seq_first else x.permute(2, 0, 3, 1, 4)  # (count, N, H, T, d_head)
+        if count == 1:
+            return (x.squeeze(0),)
+        return tuple(x[c] for c in range(count))
 
 
 def _as_mask(mask: Tensor, name: str, like: Tensor) -> Tensor:

@@ -1,16 +1,25 @@
 """The Transformer's building blocks (Vaswani et al., 2017), with ``torch.nn``'s signatures and names.
 
-- ``PositionalEncoding``: the paper's sinusoids, added to the embeddings (3.5).
 - ``TransformerEncoderLayer``: self-attention, then a position-wise feed-forward network (3.1, 3.3).
 - ``TransformerDecoderLayer``: masked self-attention, attention over the encoder output ("memory"), then
   the feed-forward network.
 - ``TransformerEncoder`` / ``TransformerDecoder``: N copies of a layer, with an optional final LayerNorm.
 - ``Transformer``: the whole encoder-decoder, and ``generate_square_subsequent_mask``.
+- (``PositionalEncoding`` is in ``nn.positional``, the key/value caches in ``nn.kv_cache``.)
 
-Each sub-layer is wrapped in a residual connection and a LayerNorm. Post-LN (the paper, the default):
-x = LayerNorm(x + Dropout(Sublayer(x))). Pre-LN (``norm_first=True``, easier to train deep stacks):
-x = x + Dropout(Sublayer(LayerNorm(x))). Dropout sits where PyTorch puts it: on each sub-layer's output
-(the paper's "residual dropout"), on the attention weights, and between the two feed-forward matrices.
+Each sub-layer is wrapped in a residual connection and a LayerNorm, written once (``_Layer._residual``).
+Post-LN (the paper, the default): x = LayerNorm(x + Dropout(Sublayer(x))). Pre-LN (``norm_first=True``,
+easier to train deep stacks): x = x + Dropout(Sublayer(LayerNorm(x))). Dropout sits where PyTorch puts it:
+on each sub-layer's output (the paper's "residual dropout"), on the attention weights, and between the two
+feed-forward matrices; ``attention_dropout`` and ``activation_dropout`` set the last two apart from
+``dropout`` (by default they are ``dropout``, as in PyTorch).
+
+The same two classes make the three families of models:
+
+- encoder-decoder (the paper): encoder layers with a padding mask, decoder layers attending to the memory;
+- encoder-only (BERT-like): encoder layers, bidirectional, with ``src_key_padding_mask``;
+- decoder-only (GPT-like): encoder layers with ``is_causal=True`` (self-attention only), typically
+  ``norm_first=True, activation="gelu"``; for generation each layer takes ``self_attn_cache`` (a ``KVCache``).
 
 Layout: like PyTorch, sequences are (S, N, E) by default; pass ``batch_first=True`` for (N, S, E).
 """
@@ -22,18 +31,17 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from .. import functional as F
-from ..backend import to_device
 from ..creation import full
 from ..tensor import Tensor
 from . import init
 from .attention import MultiheadAttention
 from .dropout import Dropout
+from .kv_cache import DecoderCache, KVCache
 from .linear import Linear
 from .module import Module, ModuleList
 from .normalization import LayerNorm
+from .positional import PositionalEncoding  # noqa: F401  (its home before nn.positional; kept importable here)
 
 
 def generate_square_subsequent_mask(sz: int, device: Any = None, dtype: Any = None) -> Tensor:
@@ -52,170 +60,145 @@ def _activation(activation: str | Callable[[Tensor], Tensor]) -> Callable[[Tenso
     raise RuntimeError(f"activation should be 'relu', 'gelu' or a callable, not {activation!r}")
 
 
-class PositionalEncoding(Module):
-    """Add the paper's sinusoidal position signal to a sequence of embeddings, then apply dropout:
+class _Layer(Module):
+    """What encoder and decoder layers share: the feed-forward network, the residual wrapper and the
+    attention sublayer. Parameter names are PyTorch's (``linear1``, ``linear2``, ``norm1``, ...)."""
 
-        PE[pos, 2i] = sin(pos / 10000^(2i / d_model)),   PE[pos, 2i + 1] = cos(pos / 10000^(2i / d_model))
-
-    Each pair of dimensions is a sinusoid of its own wavelength (2 pi to 10000 * 2 pi), so PE[pos + k] is a
-    linear function of PE[pos]: relative positions are easy to attend to. The table is a non-persistent
-    buffer ``pe`` of shape (max_len, d_model) (not in ``state_dict``: it is a function of the shape), and
-    grows by itself when a longer sequence arrives.
-
-    Input (S, N, d_model), or (N, S, d_model) with ``batch_first=True``. ``forward(x, start=k)`` adds the
-    positions k, k+1, ... (for decoding one step at a time). The paper also scales the embeddings by
-    sqrt(d_model) before adding; that belongs to the model, not to this layer.
-    """
-
-    def __init__(self, d_model: int, dropout: float = 0.1, max_len: int = 5000, *, batch_first: bool = False,
-                 device: Any = None, dtype: Any = None) -> None:
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float,
+                 activation: str | Callable[[Tensor], Tensor], layer_norm_eps: float, batch_first: bool,
+                 norm_first: bool, bias: bool, attention_dropout: float | None, activation_dropout: float | None,
+                 n_sublayers: int, device: Any, dtype: Any) -> None:
         super().__init__()
-        self.d_model, self.batch_first = d_model, batch_first
-        self.dropout = Dropout(dropout)
-        self.register_buffer("pe", self._table(max_len, device, dtype), persistent=False)
+        kw = {"device": device, "dtype": dtype}
+        attn_p = dropout if attention_dropout is None else attention_dropout
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=attn_p, bias=bias, batch_first=batch_first, **kw)
+        if n_sublayers == 3:  # a decoder layer: attention over the encoder's output too
+            self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=attn_p, bias=bias,
+                                                     batch_first=batch_first, **kw)
+        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, **kw)
+        self.dropout = Dropout(dropout if activation_dropout is None else activation_dropout)
+        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, **kw)
+        self.norm_first = norm_first
+        for i in range(1, n_sublayers + 1):  # norm1, norm2[, norm3]: one per sublayer
+            setattr(self, f"norm{i}", LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw))
+        for i in range(1, n_sublayers + 1):  # dropout1, dropout2[, dropout3]: on each sublayer's output
+            setattr(self, f"dropout{i}", Dropout(dropout))
+        self.activation = _activation(activation)
+        self.batch_first = batch_first
 
-    def _table(self, length: int, device: Any = None, dtype: Any = None) -> Tensor:
-        position = np.arange(length, dtype=np.float64)[:, None]
-        inv_freq = np.exp(np.arange(0, self.d_model, 2, dtype=np.float64) * (-math.log(10000.0) / self.d_model))
-        angles = position * inv_freq  # (length, ceil(d_model / 2))
-        pe = np.zeros((length, self.d_model))
-        pe[:, 0::2] = np.sin(angles)
-        pe[:, 1::2] = np.cos(angles[:, : self.d_model // 2])
-        t = Tensor(pe, dtype=dtype if dtype is not None else "float32")
-        return t.to(device) if device is not None else t
+    def _residual(self, x: Tensor, norm: LayerNorm, dropout: Dropout, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
+        """One sublayer with its residual connection: post-LN ``norm(x + dropout(sublayer(x)))`` (the paper,
+        3.1 and 5.4) or, with ``norm_first``, pre-LN ``x + dropout(sublayer(norm(x)))``."""
+        if self.norm_first:
+            return x + dropout(sublayer(norm(x)))
+        return norm(x + dropout(sublayer(x)))
 
-    def forward(self, x: Tensor, start: int = 0) -> Tensor:
-        if x.ndim != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(f"PositionalEncoding: expected input of shape ({'N, S' if self.batch_first else 'S, N'}"
-                             f", {self.d_model}), got {tuple(x.shape)}")
-        length = x.shape[1] if self.batch_first else x.shape[0]
-        end = start + length
-        if end > self.pe.shape[0]:  # a longer sequence than seen so far: extend the table
-            table = self._table(max(end, 2 * self.pe.shape[0]), dtype=self.pe.dtype)
-            self.pe = Tensor._make(to_device(table.data, self.pe.device))
-        pe = self.pe[start:end]
-        pe = pe.unsqueeze(0) if self.batch_first else pe.unsqueeze(1)
-        return self.dropout(x + pe.to(x.dtype))
+    def _ff_block(self, x: Tensor) -> Tensor:
+        """The position-wise feed-forward network (3.3): linear2(dropout(activation(linear1(x))))."""
+        return self.linear2(self.dropout(self.activation(self.linear1(x))))
 
-    def extra_repr(self) -> str:
-        return f"d_model={self.d_model}, max_len={self.pe.shape[0]}, batch_first={self.batch_first}"
+    @staticmethod
+    def _attention(attn: MultiheadAttention, memory: Tensor | None, attn_mask: Tensor | None,
+                   key_padding_mask: Tensor | None, is_causal: bool, cache: KVCache | None,
+                   weights: list[Tensor | None] | None) -> Callable[[Tensor], Tensor]:
+        """The attention sublayer as a function of its (normalised, for pre-LN) input x: self-attention when
+        ``memory`` is None, else attention from x to ``memory``. Per-head weights (N, H, L, S) are appended to
+        ``weights`` when it is a list."""
+        def sublayer(x: Tensor) -> Tensor:
+            kv = x if memory is None else memory
+            out, w = attn(x, kv, kv, key_padding_mask=key_padding_mask, need_weights=weights is not None,
+                          attn_mask=attn_mask, average_attn_weights=False, is_causal=is_causal, cache=cache)
+            if weights is not None:
+                weights.append(w)
+            return out
+        return sublayer
 
 
-class TransformerEncoderLayer(Module):
+class TransformerEncoderLayer(_Layer):
     """Self-attention and a feed-forward network, each with a residual connection and LayerNorm.
 
     ``src`` (S, N, E) ((N, S, E) with ``batch_first``); ``src_mask`` (S, S) or (N * nhead, S, S) and
-    ``src_key_padding_mask`` (N, S) follow ``MultiheadAttention``'s conventions (True = not allowed).
+    ``src_key_padding_mask`` (N, S) follow ``MultiheadAttention``'s conventions (True = not allowed);
+    ``is_causal=True`` without ``src_mask`` makes the self-attention causal.
     Feed-forward: linear2(dropout(activation(linear1(x)))), with d_model -> dim_feedforward -> d_model.
+
+    Beyond PyTorch: ``attention_dropout`` / ``activation_dropout`` (on the attention weights / after the
+    activation; default ``dropout``); ``forward(..., self_attn_cache=KVCache())`` for decoding one step at a
+    time (a decoder-only model); ``need_weights=True`` returns ``(output, weights)`` with the per-head
+    attention weights (N, nhead, S, S).
     """
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
                  activation: str | Callable[[Tensor], Tensor] = F.relu, layer_norm_eps: float = 1e-5,
                  batch_first: bool = False, norm_first: bool = False, bias: bool = True, device: Any = None,
-                 dtype: Any = None) -> None:
-        super().__init__()
-        kw = {"device": device, "dtype": dtype}
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, **kw)
-        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, **kw)
-        self.dropout = Dropout(dropout)
-        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, **kw)
-        self.norm_first = norm_first
-        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw)
-        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw)
-        self.dropout1 = Dropout(dropout)
-        self.dropout2 = Dropout(dropout)
-        self.activation = _activation(activation)
-        self.batch_first = batch_first
+                 dtype: Any = None, *, attention_dropout: float | None = None,
+                 activation_dropout: float | None = None) -> None:
+        super().__init__(d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps, batch_first,
+                         norm_first, bias, attention_dropout, activation_dropout, 2, device, dtype)
 
     def forward(self, src: Tensor, src_mask: Tensor | None = None, src_key_padding_mask: Tensor | None = None,
-                is_causal: bool = False) -> Tensor:
-        x = src
-        if self.norm_first:
-            x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
-            x = x + self._ff_block(self.norm2(x))
-        else:
-            x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal))
-            x = self.norm2(x + self._ff_block(x))
-        return x
-
-    def _sa_block(self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None,
-                  is_causal: bool) -> Tensor:
-        return _attention_sublayer(self.self_attn, self.dropout1, x, x, attn_mask, key_padding_mask, is_causal)
-
-    def _ff_block(self, x: Tensor) -> Tensor:
-        return _feed_forward_sublayer(self, self.dropout2, x)
+                is_causal: bool = False, *, self_attn_cache: KVCache | None = None, need_weights: bool = False) -> Any:
+        weights: list[Tensor | None] | None = [] if need_weights else None
+        self_attention = self._attention(self.self_attn, None, src_mask, src_key_padding_mask, is_causal,
+                                         self_attn_cache, weights)
+        x = self._residual(src, self.norm1, self.dropout1, self_attention)
+        x = self._residual(x, self.norm2, self.dropout2, self._ff_block)
+        return (x, weights[0]) if weights is not None else x
 
 
-class TransformerDecoderLayer(Module):
+class TransformerDecoderLayer(_Layer):
     """Masked self-attention, attention over ``memory`` (the encoder output), and a feed-forward network,
     each with a residual connection and LayerNorm.
 
     ``tgt`` (T, N, E), ``memory`` (S, N, E) ((N, ., E) with ``batch_first``); ``tgt_mask`` (T, T) is
     usually the causal mask (``tgt_is_causal=True`` builds it when ``tgt_mask`` is None);
     ``memory_mask`` (T, S); key padding masks (N, T) and (N, S).
+
+    Beyond PyTorch: ``attention_dropout`` / ``activation_dropout`` as in ``TransformerEncoderLayer``;
+    ``forward(..., self_attn_cache=KVCache(), cross_attn_cache=KVCache(static=True))`` decodes the new
+    positions only (the memory's keys and values are projected once, into the static cache); with
+    ``need_weights=True`` the result is ``(output, self_weights, cross_weights)``, per head.
     """
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
                  activation: str | Callable[[Tensor], Tensor] = F.relu, layer_norm_eps: float = 1e-5,
                  batch_first: bool = False, norm_first: bool = False, bias: bool = True, device: Any = None,
-                 dtype: Any = None) -> None:
-        super().__init__()
-        kw = {"device": device, "dtype": dtype}
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, **kw)
-        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first,
-                                                 **kw)
-        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, **kw)
-        self.dropout = Dropout(dropout)
-        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, **kw)
-        self.norm_first = norm_first
-        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw)
-        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw)
-        self.norm3 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw)
-        self.dropout1 = Dropout(dropout)
-        self.dropout2 = Dropout(dropout)
-        self.dropout3 = Dropout(dropout)
-        self.activation = _activation(activation)
-        self.batch_first = batch_first
+                 dtype: Any = None, *, attention_dropout: float | None = None,
+                 activation_dropout: float | None = None) -> None:
+        super().__init__(d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps, batch_first,
+                         norm_first, bias, attention_dropout, activation_dropout, 3, device, dtype)
 
     def forward(self, tgt: Tensor, memory: Tensor, tgt_mask: Tensor | None = None, memory_mask: Tensor | None = None,
                 tgt_key_padding_mask: Tensor | None = None, memory_key_padding_mask: Tensor | None = None,
-                tgt_is_causal: bool = False, memory_is_causal: bool = False) -> Tensor:
-        x = tgt
-        if self.norm_first:
-            x = x + self._sa_block(self.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal)
-            x = x + self._mha_block(self.norm2(x), memory, memory_mask, memory_key_padding_mask, memory_is_causal)
-            x = x + self._ff_block(self.norm3(x))
-        else:
-            x = self.norm1(x + self._sa_block(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal))
-            x = self.norm2(x + self._mha_block(x, memory, memory_mask, memory_key_padding_mask, memory_is_causal))
-            x = self.norm3(x + self._ff_block(x))
-        return x
-
-    def _sa_block(self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None,
-                  is_causal: bool) -> Tensor:
-        return _attention_sublayer(self.self_attn, self.dropout1, x, x, attn_mask, key_padding_mask, is_causal)
-
-    def _mha_block(self, x: Tensor, mem: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None,
-                   is_causal: bool) -> Tensor:
-        return _attention_sublayer(self.multihead_attn, self.dropout2, x, mem, attn_mask, key_padding_mask,
-                                   is_causal)
-
-    def _ff_block(self, x: Tensor) -> Tensor:
-        return _feed_forward_sublayer(self, self.dropout3, x)
+                tgt_is_causal: bool = False, memory_is_causal: bool = False, *,
+                self_attn_cache: KVCache | None = None, cross_attn_cache: KVCache | None = None,
+                need_weights: bool = False) -> Any:
+        weights: list[Tensor | None] | None = [] if need_weights else None
+        self_attention = self._attention(self.self_attn, None, tgt_mask, tgt_key_padding_mask, tgt_is_causal,
+                                         self_attn_cache, weights)
+        cross_attention = self._attention(self.multihead_attn, memory, memory_mask, memory_key_padding_mask,
+                                          memory_is_causal, cross_attn_cache, weights)
+        x = self._residual(tgt, self.norm1, self.dropout1, self_attention)
+        x = self._residual(x, self.norm2, self.dropout2, cross_attention)
+        x = self._residual(x, self.norm3, self.dropout3, self._ff_block)
+        return (x, weights[0], weights[1]) if weights is not None else x
 
 
-def _attention_sublayer(attn: MultiheadAttention, dropout: Dropout, x: Tensor, memory: Tensor,
-                        attn_mask: Tensor | None, key_padding_mask: Tensor | None, is_causal: bool) -> Tensor:
-    """Dropout(Attention(x, memory, memory)): an attention sublayer's output, before the residual add
-    (memory is x itself for self-attention)."""
-    return dropout(attn(x, memory, memory, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
-                        need_weights=False, is_causal=is_causal)[0])
+def _layer_caches(cache: DecoderCache | None, n_layers: int, cross: bool) -> list[tuple[Any, Any]]:
+    """Each layer's (self-attention, cross-attention) caches from a stack's ``DecoderCache`` (Nones without)."""
+    if cache is None:
+        return [(None, None)] * n_layers
+    if not isinstance(cache, DecoderCache) or len(cache.self_attn) != n_layers:
+        raise ValueError(f"expected a DecoderCache for {n_layers} layers, got {cache!r}")
+    if cross and any(c is None for c in cache.cross_attn):
+        raise ValueError("a decoder with cross-attention needs DecoderCache(num_layers, cross_attention=True)")
+    return list(zip(cache.self_attn, cache.cross_attn))
 
 
-def _feed_forward_sublayer(layer: TransformerEncoderLayer | TransformerDecoderLayer, dropout: Dropout,
-                           x: Tensor) -> Tensor:
-    """Dropout(linear2(dropout(activation(linear1(x))))): the position-wise feed-forward sublayer."""
-    return dropout(layer.linear2(layer.dropout(layer.activation(layer.linear1(x)))))
+def _length(layers: ModuleList, x: Tensor) -> int:
+    """The sequence length of a stack's input x: (S, N, E), (N, S, E) with batch_first, or (S, E)."""
+    batch_first = len(layers) > 0 and layers[0].batch_first
+    return x.shape[1] if x.ndim == 3 and batch_first else x.shape[0]
 
 
 def _clones(module: Module, n: int) -> ModuleList:
@@ -235,10 +218,16 @@ class TransformerEncoder(Module):
         self.norm = norm
 
     def forward(self, src: Tensor, mask: Tensor | None = None, src_key_padding_mask: Tensor | None = None,
-                is_causal: bool | None = None) -> Tensor:
+                is_causal: bool | None = None, *, cache: DecoderCache | None = None) -> Tensor:
+        """``cache`` (a ``DecoderCache(num_layers, cross_attention=False)``, with ``is_causal=True``): a
+        decoder-only stack decoding the new positions ``src`` after the ``cache.length`` cached ones."""
+        caches = _layer_caches(cache, len(self.layers), cross=False)
         x = src
-        for layer in self.layers:
-            x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=bool(is_causal))
+        for layer, (self_cache, _) in zip(self.layers, caches):
+            x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=bool(is_causal),
+                      self_attn_cache=self_cache)
+        if cache is not None:
+            cache.length += _length(self.layers, src)
         return self.norm(x) if self.norm is not None else x
 
 
@@ -253,12 +242,19 @@ class TransformerDecoder(Module):
 
     def forward(self, tgt: Tensor, memory: Tensor, tgt_mask: Tensor | None = None, memory_mask: Tensor | None = None,
                 tgt_key_padding_mask: Tensor | None = None, memory_key_padding_mask: Tensor | None = None,
-                tgt_is_causal: bool | None = None, memory_is_causal: bool = False) -> Tensor:
+                tgt_is_causal: bool | None = None, memory_is_causal: bool = False, *,
+                cache: DecoderCache | None = None) -> Tensor:
+        """``cache`` (a ``DecoderCache(num_layers)``, under ``ta.no_grad()``): decode the new positions ``tgt``
+        after the ``cache.length`` cached ones; the memory's keys and values are projected on the first call."""
+        caches = _layer_caches(cache, len(self.layers), cross=True)
         x = tgt
-        for layer in self.layers:
+        for layer, (self_cache, cross_cache) in zip(self.layers, caches):
             x = layer(x, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
                       tgt_key_padding_mask=tgt_key_padding_mask, memory_key_padding_mask=memory_key_padding_mask,
-                      tgt_is_causal=bool(tgt_is_causal), memory_is_causal=memory_is_causal)
+                      tgt_is_causal=bool(tgt_is_causal), memory_is_causal=memory_is_causal,
+                      self_attn_cache=self_cache, cross_attn_cache=cross_cache)
+        if cache is not None:
+            cache.length += _length(self.layers, tgt)
         return self.norm(x) if self.norm is not None else x
 
 
