@@ -13,6 +13,7 @@ import tinygrad_attn as ta
 from tinygrad_attn import nn
 
 from .parity import check_parity, functional_call
+from .reference import as_float64, causal, decoder_layer, encoder_layer
 
 
 def _rand(*shape, seed=0, dtype=np.float32):
@@ -194,6 +195,108 @@ def test_decoder_layer_gradcheck_all_parameters():
     params = [ta.tensor(p.numpy(), requires_grad=True) for p in layer.parameters()]
     ta.gradcheck(lambda t, m, *ps: functional_call(layer, dict(zip(names, ps)), t, m, tgt_is_causal=True),
                  [tgt, memory, *params], atol=1e-5, rtol=1e-3)
+
+
+# ---- against NumPy forwards (no PyTorch needed) -----------------------------------------------------------------
+
+
+def _randomised(module: nn.Module, seed: int) -> nn.Module:
+    """float64, every parameter random (biases and LayerNorm included), eval mode (no dropout)."""
+    module = module.double().eval()
+    rng = np.random.default_rng(seed)
+    with ta.no_grad():
+        for p in module.parameters():
+            p.data[...] = rng.standard_normal(p.shape) * 0.5
+    return module
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_encoder_layer_equals_a_numpy_forward(norm_first, batch_first):
+    """Self-attention with a padding mask, then the ReLU FFN, each with its residual and LayerNorm (post-LN
+    or pre-LN), against the NumPy forward of tests/nn/reference.py."""
+    layer = _randomised(nn.TransformerEncoderLayer(12, 3, 20, norm_first=norm_first, batch_first=batch_first), 1)
+    x = _rand(2, 5, 12, seed=2, dtype=np.float64)
+    pad = np.zeros((2, 5), dtype=bool)
+    pad[0, -2:] = True
+    layout = (lambda a: a) if batch_first else (lambda a: a.transpose(1, 0, 2))
+    out = layer(ta.tensor(layout(x)), src_key_padding_mask=ta.tensor(pad)).numpy()
+    ref = encoder_layer(x, as_float64(layer.state_dict()), "", 3, allowed=~pad[:, None, :], norm_first=norm_first)
+    np.testing.assert_allclose(layout(out), ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_decoder_layer_equals_a_numpy_forward(norm_first):
+    """Causal self-attention, attention over a padded memory, the FFN, against the NumPy forward."""
+    layer = _randomised(nn.TransformerDecoderLayer(12, 3, 20, norm_first=norm_first, batch_first=True), 3)
+    y, memory = _rand(2, 4, 12, seed=4, dtype=np.float64), _rand(2, 6, 12, seed=5, dtype=np.float64)
+    pad = np.zeros((2, 6), dtype=bool)
+    pad[1, -3:] = True
+    out = layer(ta.tensor(y), ta.tensor(memory), memory_key_padding_mask=ta.tensor(pad), tgt_is_causal=True).numpy()
+    ref = decoder_layer(y, memory, as_float64(layer.state_dict()), "", 3, self_allowed=causal(4),
+                        memory_allowed=~pad[:, None, :], norm_first=norm_first)
+    np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_attention_and_activation_dropout_are_separate_rates():
+    layer = nn.TransformerDecoderLayer(8, 2, 16, dropout=0.1, attention_dropout=0.2, activation_dropout=0.0)
+    assert (layer.self_attn.dropout, layer.multihead_attn.dropout, layer.dropout.p) == (0.2, 0.2, 0.0)
+    assert {layer.dropout1.p, layer.dropout2.p, layer.dropout3.p} == {0.1}
+    same = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.3)  # PyTorch's: one rate everywhere
+    assert (same.self_attn.dropout, same.dropout.p, same.dropout1.p, same.dropout2.p) == (0.3, 0.3, 0.3, 0.3)
+
+
+# ---- decoding with key/value caches: the same classes for all three families ------------------------------------
+
+
+@pytest.mark.parametrize("chunks", [(1,) * 6, (2, 3, 1)])
+def test_decoder_only_stack_with_a_cache_equals_recomputation(chunks):
+    """A GPT-like stack (encoder layers, causal, pre-LN, GELU, no cross-attention) decoding a few positions
+    at a time through a ``DecoderCache(cross_attention=False)`` gives the outputs of the whole sequence."""
+    layer = nn.TransformerEncoderLayer(8, 2, 16, activation="gelu", norm_first=True, batch_first=True)
+    stack = _randomised(nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(8)), 6)
+    x = _rand(3, 6, 8, seed=7, dtype=np.float64)
+    full = stack(ta.tensor(x), is_causal=True).numpy()
+    cache = nn.DecoderCache(2, cross_attention=False)
+    outs, start = [], 0
+    with ta.no_grad():
+        for size in chunks:
+            outs.append(stack(ta.tensor(x[:, start : start + size]), is_causal=True, cache=cache).numpy())
+            start += size
+    assert cache.length == 6 and cache.self_attn[1].length == 6
+    np.testing.assert_allclose(np.concatenate(outs, axis=1), full, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_decoder_stack_with_a_cache_equals_recomputation(norm_first):
+    layer = nn.TransformerDecoderLayer(8, 2, 16, norm_first=norm_first)  # (T, N, E), PyTorch's default layout
+    stack = _randomised(nn.TransformerDecoder(layer, 2), 8)
+    y, memory = _rand(5, 2, 8, seed=9, dtype=np.float64), _rand(4, 2, 8, seed=10, dtype=np.float64)
+    pad = ta.tensor(np.array([[False] * 4, [False, False, True, True]]))
+    full = stack(ta.tensor(y), ta.tensor(memory), memory_key_padding_mask=pad, tgt_is_causal=True).numpy()
+    cache = nn.DecoderCache(2)
+    with ta.no_grad():
+        steps = [stack(ta.tensor(y[t : t + 1]), ta.tensor(memory), memory_key_padding_mask=pad, tgt_is_causal=True,
+                       cache=cache).numpy() for t in range(5)]
+    assert cache.length == 5 and cache.cross_attn[0] is not None and cache.cross_attn[0].length == 4
+    np.testing.assert_allclose(np.concatenate(steps, axis=0), full, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="cross_attention=True"):
+        stack(ta.tensor(y[:1]), ta.tensor(memory), cache=nn.DecoderCache(2, cross_attention=False))
+    with pytest.raises(ValueError, match="for 2 layers"):
+        stack(ta.tensor(y[:1]), ta.tensor(memory), cache=nn.DecoderCache(3))
+
+
+def test_layers_return_per_head_weights_on_request():
+    enc = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True).eval()
+    dec = nn.TransformerDecoderLayer(8, 2, 16, batch_first=True).eval()
+    x, memory = ta.tensor(_rand(3, 4, 8)), ta.tensor(_rand(3, 5, 8, seed=1))
+    out, w = enc(x, need_weights=True)
+    np.testing.assert_allclose(out.numpy(), enc(x).numpy(), rtol=1e-6)
+    assert w.shape == (3, 2, 4, 4)
+    out, self_w, cross_w = dec(x, memory, tgt_is_causal=True, need_weights=True)
+    np.testing.assert_allclose(out.numpy(), dec(x, memory, tgt_is_causal=True).numpy(), rtol=1e-6)
+    assert self_w.shape == (3, 2, 4, 4) and cross_w.shape == (3, 2, 4, 5)
+    assert np.all(np.triu(self_w.numpy(), 1) == 0)
 
 
 # ---- parity with PyTorch ----------------------------------------------------------------------------------------

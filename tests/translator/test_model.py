@@ -14,7 +14,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygrad_attn as ta
-from models.transformer import PRESETS, Transformer, build_model, count_parameters
+from models.transformer import OLD_NAMES, PRESETS, Transformer, build_model, count_parameters
+from tests.nn.reference import (
+    as_float64,
+    causal,
+    decoder_layer,
+    encoder_layer,
+    label_smoothed_cross_entropy,
+    layer_norm,
+)
 from tinygrad_attn import nn
 from tinygrad_attn.nn.positional import sinusoids
 
@@ -252,6 +260,125 @@ def test_attention_weights_are_distributions_over_real_tokens():
     pads = src == PAD
     assert np.all(enc[0].numpy()[:, :, :, pads[0]][0] == 0) and np.all(dec["cross"][0].numpy()[1][..., pads[1]] == 0)
     assert np.all(np.triu(dec["self"][1].numpy()[0, 0], 1) == 0)  # no attention to the future
+
+
+# ---- the whole model against a NumPy forward ---------------------------------------------------------------
+
+
+def _numpy_loss(model: Transformer, src: np.ndarray, tgt_in: np.ndarray, tgt_out: np.ndarray,
+                label_smoothing: float) -> float:
+    """The model written out in NumPy (tests/nn/reference.py) from its state dict: embeddings times sqrt(D)
+    plus sinusoids, the encoder and decoder layers, the tied projection, the label-smoothed loss summed."""
+    P = as_float64(model.state_dict())
+    D, H = model.d_model, model.n_heads
+    pe = sinusoids(64, D).astype(np.float64)
+
+    def embed(ids: np.ndarray) -> np.ndarray:
+        return P["embedding.weight"][ids] * math.sqrt(D) + pe[: ids.shape[1]]
+
+    src_allowed = (src != PAD)[:, None, :]
+    x = embed(src)
+    for i in range(model.n_encoder_layers):
+        x = encoder_layer(x, P, f"encoder_layers.{i}.", H, src_allowed, model.norm_first)
+    if model.norm_first:
+        x = layer_norm(x, P, "encoder_norm.")
+    y = embed(tgt_in)
+    for i in range(model.n_decoder_layers):
+        y = decoder_layer(y, x, P, f"decoder_layers.{i}.", H, causal(tgt_in.shape[1]), src_allowed, model.norm_first)
+    if model.norm_first:
+        y = layer_norm(y, P, "decoder_norm.")
+    return label_smoothed_cross_entropy(y @ P["embedding.weight"].T, tgt_out, label_smoothing, PAD)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_label_smoothed_loss_equals_a_numpy_forward(norm_first, label_smoothing):
+    """The summed loss of the whole model (float64, eval mode) equals the NumPy forward's, with and without
+    label smoothing, post-LN and pre-LN; padded source keys and padded targets included."""
+    ta.manual_seed(5)
+    model = Transformer(V, d_model=12, n_heads=3, n_encoder_layers=2, n_decoder_layers=2, d_ff=20,
+                        norm_first=norm_first).double().eval()
+    rng = np.random.default_rng(6)
+    with ta.no_grad():  # random biases and LayerNorm parameters too (they start at zeros and ones)
+        for name, p in model.named_parameters():
+            if name != "embedding.weight":
+                p.data[...] = rng.standard_normal(p.shape) * 0.3
+    src, tgt = random_batch(rng, 3, 7, 6)
+    tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:].copy()
+    tgt_out[2, -2:] = PAD
+    loss, n = model.loss(model(src, tgt_in), tgt_out, label_smoothing=label_smoothing)
+    assert n == 13
+    np.testing.assert_allclose(loss.item(), _numpy_loss(model, src, tgt_in, tgt_out, label_smoothing), rtol=1e-10)
+
+
+# ---- checkpoints written before the model was built from nn's blocks ----------------------------------------
+
+
+def _old_state_dict(rng: np.random.Generator, D: int, d_ff: int) -> dict[str, np.ndarray]:
+    """A state dict under the names the model had before (literal names; one layer per stack, pre-LN)."""
+    def r(*shape: int) -> np.ndarray:
+        return rng.standard_normal(shape).astype(np.float32)
+
+    def ffn_and_norms(prefix: str, norms: int) -> dict[str, np.ndarray]:
+        out = {prefix + "ffn.w_1.weight": r(d_ff, D), prefix + "ffn.w_1.bias": r(d_ff),
+               prefix + "ffn.w_2.weight": r(D, d_ff), prefix + "ffn.w_2.bias": r(D)}
+        for i in range(1, norms + 1):
+            out.update({prefix + f"norm{i}.weight": r(D), prefix + f"norm{i}.bias": r(D)})
+        return out
+
+    return {
+        "embedding.weight": r(V, D),
+        "encoder_layers.0.self_attn.qkv_proj.weight": r(3 * D, D),
+        "encoder_layers.0.self_attn.qkv_proj.bias": r(3 * D),
+        "encoder_layers.0.self_attn.out_proj.weight": r(D, D),
+        "encoder_layers.0.self_attn.out_proj.bias": r(D),
+        **ffn_and_norms("encoder_layers.0.", 2),
+        "decoder_layers.0.self_attn.qkv_proj.weight": r(3 * D, D),
+        "decoder_layers.0.self_attn.qkv_proj.bias": r(3 * D),
+        "decoder_layers.0.self_attn.out_proj.weight": r(D, D),
+        "decoder_layers.0.self_attn.out_proj.bias": r(D),
+        "decoder_layers.0.cross_attn.q_proj.weight": r(D, D),
+        "decoder_layers.0.cross_attn.q_proj.bias": r(D),
+        "decoder_layers.0.cross_attn.kv_proj.weight": r(2 * D, D),
+        "decoder_layers.0.cross_attn.kv_proj.bias": r(2 * D),
+        "decoder_layers.0.cross_attn.out_proj.weight": r(D, D),
+        "decoder_layers.0.cross_attn.out_proj.bias": r(D),
+        **ffn_and_norms("decoder_layers.0.", 3),
+        "encoder_norm.weight": r(D), "encoder_norm.bias": r(D), "decoder_norm.weight": r(D), "decoder_norm.bias": r(D),
+    }
+
+
+def test_a_state_dict_with_the_old_names_loads():
+    """Each old tensor lands under its new name; cross-attention's Q rows on top of its K/V rows, the layout
+    of ``in_proj_weight`` ([W_q; W_k; W_v], as the old kv_proj was [W_k; W_v])."""
+    old = _old_state_dict(np.random.default_rng(7), 8, 12)
+    model = Transformer(V, d_model=8, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=12, norm_first=True)
+    model.load_state_dict(old)
+    new = {k: v.numpy() for k, v in model.state_dict().items()}
+    assert len(new) == len(old) - 2  # two pairs became two stacked tensors
+    renamed = {
+        "encoder_layers.0.self_attn.qkv_proj.weight": "encoder_layers.0.self_attn.in_proj_weight",
+        "decoder_layers.0.self_attn.qkv_proj.bias": "decoder_layers.0.self_attn.in_proj_bias",
+        "decoder_layers.0.cross_attn.out_proj.weight": "decoder_layers.0.multihead_attn.out_proj.weight",
+        "encoder_layers.0.ffn.w_1.weight": "encoder_layers.0.linear1.weight",
+        "decoder_layers.0.ffn.w_2.bias": "decoder_layers.0.linear2.bias",
+        "decoder_layers.0.norm3.weight": "decoder_layers.0.norm3.weight",
+        "encoder_norm.bias": "encoder_norm.bias",
+    }
+    for old_name, new_name in renamed.items():
+        np.testing.assert_array_equal(new[new_name], old[old_name], err_msg=old_name)
+    for part in ("weight", "bias"):
+        np.testing.assert_array_equal(new[f"decoder_layers.0.multihead_attn.in_proj_{part}"], np.concatenate(
+            [old[f"decoder_layers.0.cross_attn.q_proj.{part}"], old[f"decoder_layers.0.cross_attn.kv_proj.{part}"]]))
+    assert set(OLD_NAMES.values()) <= {k.split(".", 2)[2] for k in new if k.startswith("decoder_layers.0.")}
+
+
+def test_an_incomplete_old_state_dict_is_reported_by_name():
+    old = _old_state_dict(np.random.default_rng(8), 8, 12)
+    del old["decoder_layers.0.cross_attn.kv_proj.weight"]
+    model = Transformer(V, d_model=8, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=12, norm_first=True)
+    with pytest.raises(RuntimeError, match=r"(?s)Missing.*multihead_attn\.in_proj_weight.*Unexpected.*q_proj\.weight"):
+        model.load_state_dict(old)
 
 
 # ---- gradients ---------------------------------------------------------------------------------------------
