@@ -1,6 +1,6 @@
-"""softmax and log_softmax (re-exported by ``functional``), and ``SoftmaxBackward``: the softmax derivative, written
+"""softmax and log_softmax (re-exported by ``functional``), and their derivatives: ``SoftmaxBackward``, written
 once and shared by every op that differentiates through a softmax (softmax itself, attention, cross-entropy's
-second derivative).
+second derivative), and ``LogSoftmaxBackward``.
 
 The pattern of every fused op: its ``backward`` applies a backward Function whose ``forward`` is array code (the
 fast path, with or without ``create_graph``), and whose own ``backward`` is the second derivative.
@@ -82,7 +82,30 @@ class LogSoftmax(Function):
 
     def backward(self, g: Tensor) -> Tensor:
         (y,) = self.saved_tensors
-        return g - exp(y) * g.sum(self.dim, keepdim=True)
+        return LogSoftmaxBackward.apply(g, y, dim=self.dim)
+
+
+class LogSoftmaxBackward(Function):
+    """dx = g - e^y * sum(g) along ``dim``, for y = log_softmax(x) (e^y is the softmax), in one buffer.
+
+    Its own derivatives, for an incoming u: d/dg = u - sum(u * e^y) (the same map transposed), and
+    d/dy = -u * e^y * sum(g).
+    """
+
+    def forward(self, g: Any, y: Any, dim: int) -> Any:
+        dx = _xp(y).exp(y)
+        dx *= -g.sum(axis=dim, keepdims=True)
+        dx += g
+        self.dim = dim
+        self.save_for_backward(g, y)
+        return dx
+
+    def backward(self, u: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        g, y = self.saved_tensors
+        p = exp(y)
+        dg = u - (u * p).sum(self.dim, keepdim=True) if self.needs_input_grad[0] else None
+        dy = -(u * p) * g.sum(self.dim, keepdim=True) if self.needs_input_grad[1] else None
+        return dg, dy
 
 
 def softmax(x: Tensor, dim: int = -1) -> Tensor:
