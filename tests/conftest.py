@@ -10,8 +10,9 @@ Hypothesis profiles, chosen with the environment variable ``HYPOTHESIS_PROFILE``
 Tests that pick their own ``max_examples`` scale it from the loaded profile (see ``tests/op_checks.py``),
 so ``intense`` makes every test work harder.
 
-The ``device`` fixture runs a test once per backend: ``"cpu"`` always, ``"cuda"`` when
-``ta.cuda.is_available()``; otherwise the cuda run is skipped with the reason.
+The ``device`` fixture runs a test once per backend: ``"cpu"`` always, ``"strict"`` always (the strict
+stand-in for a CuPy GPU, tests/strict_device.py: NumPy inside, CuPy's rules outside, host reads counted), and
+``"cuda"`` when ``ta.cuda.is_available()``; otherwise the cuda run is skipped with the reason.
 
 PyTorch is an optional oracle: locally, the parity tests skip without it (``pytest.importorskip("torch")``).
 On CI (the environment variable ``CI`` is ``true``) a missing or broken torch stops the session before any
@@ -26,6 +27,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import tinygrad_attn as ta
+from tests import strict_device
+
+strict_device.register()  # the "strict" device exists for the whole session (never a user device)
 
 settings.register_profile("ci", max_examples=10, deadline=None, derandomize=True, database=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -49,6 +53,7 @@ CUDA_AVAILABLE = ta.cuda.is_available()
 
 DEVICES = [
     pytest.param("cpu", id="cpu"),
+    pytest.param("strict", id="strict"),
     pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(
         not CUDA_AVAILABLE, reason="no CUDA device: CuPy is not installed or no GPU was found")),
 ]
@@ -56,7 +61,7 @@ DEVICES = [
 
 @pytest.fixture(scope="session", params=DEVICES)
 def device(request: pytest.FixtureRequest) -> str:
-    """The name of a backend to run on: "cpu", then "cuda" where one is available.
+    """The name of a backend to run on: "cpu", "strict", then "cuda" where one is available.
 
     Session-scoped, so hypothesis' ``@given`` tests can use it (it is the same for every example)."""
     return request.param

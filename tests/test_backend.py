@@ -52,7 +52,7 @@ def test_device_equality_and_hashing():
 
 
 @pytest.mark.parametrize("spec, error, message", [
-    ("gpu", ValueError, r"unknown device 'gpu': expected one of \['cpu', 'cuda'\]"),
+    ("gpu", ValueError, r"unknown device 'gpu': expected one of \['cpu', 'cuda'(, 'strict')?\]"),
     ("", ValueError, "unknown device ''"),
     ("tpu:0", ValueError, "unknown device 'tpu:0'"),
     ("cuda:x", ValueError, "bad device index in 'cuda:x'"),
@@ -178,7 +178,7 @@ def fake_backend(monkeypatch):
 
 def test_fake_backend_device_strings(fake_backend):
     assert ta.device("fake:3") == Device("fake", 3)
-    with pytest.raises(ValueError, match=r"expected one of \['cpu', 'cuda', 'fake'\]"):
+    with pytest.raises(ValueError, match=r"expected one of \['cpu', 'cuda', 'fake'(, 'strict')?\]"):
         ta.device("tpu")
 
 

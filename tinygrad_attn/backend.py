@@ -12,6 +12,7 @@ changes.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,15 @@ class Backend:
         """A 0-d array holding ``value`` on the same device as ``like``."""
         return self.load().asarray(value, dtype=dtype)
 
+    def copy_to(self, array: Any, index: int | None) -> Any:
+        """Copy an array of this backend onto its device ``index`` (by default through the host)."""
+        return self.from_numpy(self.to_numpy(array), index)
+
+    def on(self, index: int | None) -> Any:
+        """A context manager making device ``index`` current, so that what runs inside allocates and launches
+        there (a GPU library computes on its current device, whatever device the arrays live on)."""
+        return contextlib.nullcontext()
+
 
 class NumPyBackend(Backend):
     name = "cpu"
@@ -143,6 +153,13 @@ class CuPyBackend(Backend):
         xp = self.load()
         with xp.cuda.Device(like.device.id):  # not the current device: like's (for cuda:1, cuda:2, ...)
             return xp.asarray(value, dtype=dtype)
+
+    def copy_to(self, array: Any, index: int | None) -> Any:
+        with self.on(index):  # a copy made on the current device, from the other device's memory (no host)
+            return array.copy()
+
+    def on(self, index: int | None) -> Any:
+        return self.load().cuda.Device(index or 0)
 
 
 BACKENDS: dict[str, Backend] = {"cpu": NumPyBackend(), "cuda": CuPyBackend()}
@@ -190,12 +207,24 @@ def device_of(array: Any) -> Device:
 
 
 def to_device(array: Any, target: Device) -> Any:
-    """Copy ``array`` onto ``target`` (no copy if it is already there)."""
+    """Copy ``array`` onto ``target`` (no copy if it is already there). Between two devices of one backend
+    (``cuda:0`` -> ``cuda:1``) the copy goes device to device, not through the host."""
     source = device_of(array)
     if source == target:
         return array
-    host = backend_of(array).to_numpy(array)
+    backend = backend_of(array)
+    if source.type == target.type:
+        return backend.copy_to(array, target.index)
+    host = backend.to_numpy(array)
     return BACKENDS[target.type].from_numpy(host, target.index)
+
+
+def on_device_of(array: Any) -> Any:
+    """A context manager making ``array``'s device current (nothing to do for a NumPy array)."""
+    if isinstance(array, np.ndarray):
+        return contextlib.nullcontext()
+    backend = backend_of(array)
+    return backend.on(backend.index_of(array))
 
 
 def scalar_like(value: Any, dtype: Any, like: Any) -> Any:
