@@ -209,3 +209,25 @@ def test_training_1000_steps_does_not_grow_memory():
     assert objects_growth < 50, f"{objects_growth} more tracked objects after 950 steps"
     assert mem_growth < 64 * 1024, f"memory grew by {mem_growth} bytes over 950 steps"
     assert last < first  # it did train (the loop is not a no-op)
+
+
+def test_fused_ops_double_backward_has_no_cycles(no_gc):
+    """The fused ops' backward Functions (recorded under create_graph) keep their inputs and their output, never
+    a reference back to themselves: a second-order run through all of them is freed by reference counting."""
+    import tinygrad_attn.functional as F
+
+    def run():
+        rng = np.random.default_rng(3)
+        x, w, b = (ta.tensor(rng.normal(size=s), requires_grad=True) for s in ((3, 4), (4,), (4,)))
+        q, k, v = (ta.tensor(rng.normal(size=(2, 3, 4)), requires_grad=True) for _ in range(3))
+        h = F.layer_norm(x, 4, w, b)
+        loss = (F.cross_entropy(h, ta.tensor([0, 3, 1]), label_smoothing=0.1) + F.log_softmax(h, 0).sum()
+                + F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=0.2).sum())
+        grads = ta.grad(loss, [x, w, q], create_graph=True)
+        second = ta.grad(sum((g * g).sum() for g in grads), [x, w, b, q, k, v])
+        return [weakref.ref(t) for t in (h, loss, *grads)] + [weakref.ref(g.grad_fn) for g in grads], second
+
+    refs, second = run()
+    assert all(r() is None for r in refs)
+    assert gc.collect() == 0
+    assert all(s is not None for s in second)
