@@ -3,6 +3,9 @@
 Everything is small on purpose. ``gradcheck`` runs two forward passes per input element, so arrays meant
 for gradient checks have at most ``GRAD_ELEMS`` elements; sizes are 1-4 and shapes have at most 3 dims.
 
+The edges are drawn too: 0-d shapes (whose ``dim`` is 0 or -1, as PyTorch accepts), and now and then a dim
+of size 0 (``empty=False`` where an op or a strategy needs every dim to hold something, such as indexing).
+
 Arrays are float64 NumPy arrays (the op tests cast them to float32 themselves). An op's *domain* is the
 set of values where it is smooth enough for finite differences: positives for log/sqrt, values away from
 the kink of abs/relu/clamp, values away from ties for max/min. Those are the element strategies below.
@@ -19,6 +22,7 @@ from hypothesis import strategies as st
 GRAD_ELEMS = 24  # the most elements an array meant for a gradient check may have
 MAX_SIDE = 4
 MAX_DIMS = 3
+EMPTY_ODDS = 6  # about one shape in EMPTY_ODDS (of those with dims) gets a dim of size 0
 
 Shape = tuple[int, ...]
 
@@ -30,19 +34,52 @@ def _small(shape: Shape, max_elems: int) -> bool:
     return math.prod(shape) <= max_elems
 
 
+def _emptied(shape: Shape, pick: int, dim: int) -> Shape:
+    """``shape`` with its dim ``dim`` (mod ndim) set to 0 when ``pick`` is 0 (one draw in ``EMPTY_ODDS``)."""
+    if pick or not shape:
+        return shape
+    d = dim % len(shape)
+    return shape[:d] + (0,) + shape[d + 1:]
+
+
+def _empty_draw() -> st.SearchStrategy[tuple[int, int]]:
+    """(pick, dim) for ``_emptied``; pick is last in the range, so examples shrink towards non-empty shapes."""
+    return st.tuples(st.integers(0, EMPTY_ODDS - 1).map(lambda i: EMPTY_ODDS - 1 - i), st.integers(0, MAX_DIMS - 1))
+
+
 def shapes(min_dims: int = 0, max_dims: int = MAX_DIMS, min_side: int = 1, max_side: int = MAX_SIDE,
-           max_elems: int = GRAD_ELEMS) -> st.SearchStrategy[Shape]:
-    """Array shapes with ``min_dims..max_dims`` dims of size ``min_side..max_side``, at most ``max_elems`` elements."""
-    return hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side).filter(
+           max_elems: int = GRAD_ELEMS, empty: bool = True) -> st.SearchStrategy[Shape]:
+    """Array shapes with ``min_dims..max_dims`` dims of size ``min_side..max_side``, at most ``max_elems`` elements;
+    with ``empty``, now and then one dim has size 0."""
+    full = hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side).filter(
         lambda s: _small(s, max_elems))
+    if not empty:
+        return full
+    return st.tuples(full, _empty_draw()).map(lambda t: _emptied(t[0], *t[1]))
+
+
+def _emptied_together(shapes_: tuple[Shape, ...], pick: int, dim: int) -> tuple[Shape, ...]:
+    """Shapes that broadcast together, with one dim of the result set to 0 when ``pick`` is 0: the inputs that
+    are not 1 there become 0 (a 1 still broadcasts), or the first one that has the dim if all are 1."""
+    ndim = max(len(s) for s in shapes_)
+    if pick or not ndim:
+        return shapes_
+    d = dim % ndim - ndim  # counted from the right, where broadcasting aligns shapes
+    has = [i for i, s in enumerate(shapes_) if len(s) >= -d]
+    zero = [i for i in has if shapes_[i][d] != 1] or has[:1]
+    return tuple(s[:len(s) + d] + (0,) + s[len(s) + d + 1:] if i in zero else s for i, s in enumerate(shapes_))
 
 
 def broadcastable_shapes(num_shapes: int = 2, min_dims: int = 0, max_dims: int = MAX_DIMS, max_side: int = 3,
-                         max_elems: int = GRAD_ELEMS) -> st.SearchStrategy[tuple[Shape, ...]]:
-    """``num_shapes`` shapes that broadcast together (some dims 1, some missing), as a tuple of shapes."""
-    return hnp.mutually_broadcastable_shapes(
+                         max_elems: int = GRAD_ELEMS, empty: bool = True) -> st.SearchStrategy[tuple[Shape, ...]]:
+    """``num_shapes`` shapes that broadcast together (some dims 1, some missing), as a tuple of shapes; with
+    ``empty``, now and then one dim of the result has size 0."""
+    full = hnp.mutually_broadcastable_shapes(
         num_shapes=num_shapes, min_dims=min_dims, max_dims=max_dims, min_side=1, max_side=max_side,
     ).filter(lambda b: _small(b.result_shape, max_elems)).map(lambda b: tuple(b.input_shapes))
+    if not empty:
+        return full
+    return st.tuples(full, _empty_draw()).map(lambda t: _emptied_together(t[0], *t[1]))
 
 
 @st.composite
@@ -57,21 +94,24 @@ def shapes_broadcastable_to(draw: st.DrawFn, shape: Shape) -> Shape:
 
 
 def dim(ndim: int) -> st.SearchStrategy[int]:
-    """One valid dim of an ``ndim``-dim tensor, negative or not (``ndim`` >= 1)."""
-    return st.integers(-ndim, ndim - 1)
+    """One valid dim of an ``ndim``-dim tensor, negative or not. A 0-d tensor has dim 0 = -1, as in PyTorch."""
+    return st.integers(-ndim, ndim - 1) if ndim else st.sampled_from([0, -1])
 
 
 @st.composite
 def dim_tuples(draw: st.DrawFn, ndim: int, min_size: int = 1) -> tuple[int, ...]:
-    """Several distinct dims of an ``ndim``-dim tensor, each written negative or not at random."""
+    """Several distinct dims of an ``ndim``-dim tensor, each written negative or not at random ((0,) or (-1,) for
+    a 0-d tensor)."""
+    if not ndim:
+        return draw(st.sampled_from([(0,), (-1,)]))
     chosen = draw(st.lists(st.integers(0, ndim - 1), min_size=min_size, max_size=ndim, unique=True))
     return tuple(d - ndim if draw(st.booleans()) else d for d in chosen)
 
 
 def dims(ndim: int, allow_none: bool = True) -> st.SearchStrategy[int | tuple[int, ...] | None]:
     """What a reduction accepts as ``dim``: None (every dim), one dim, or a tuple of distinct dims."""
-    options = [dim(ndim), dim_tuples(ndim)] if ndim else []
-    if allow_none or not ndim:
+    options = [dim(ndim), dim_tuples(ndim)]
+    if allow_none:
         options.append(st.none())
     return st.one_of(*options)
 
@@ -192,11 +232,6 @@ def indices(shape: Shape, unique: bool = False) -> st.SearchStrategy:
         _advanced_index(shape, unique),
         _mask_index(shape),
     )
-
-
-def indexed_shape(shape: Shape, index: object) -> Shape:
-    """The shape of ``x[index]`` for x of ``shape`` (NumPy's rules, computed on a dummy array)."""
-    return np.empty(shape)[index].shape
 
 
 def sizes_summing_to(n: int) -> st.SearchStrategy[list[int]]:

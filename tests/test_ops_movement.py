@@ -17,7 +17,6 @@ from tests.strategies import (
     arrays,
     dim,
     dim_tuples,
-    indexed_shape,
     indices,
     masks,
     reals,
@@ -38,7 +37,7 @@ def _torch(name: str):
 
 @st.composite
 def _reshape_inputs(draw: st.DrawFn) -> Case:
-    x = draw(arrays(shapes()))
+    x = draw(arrays(shapes(empty=False)))  # -1 cannot be inferred from 0 elements
     return case(x, shape=draw(reshape_targets(x.shape)))
 
 
@@ -192,7 +191,7 @@ def _chunk_inputs(draw: st.DrawFn) -> Case:
 
 
 def _chunk_ref(x, chunks, dim):
-    return _split_ref(x, -(-x.shape[dim] // chunks), dim)
+    return _split_ref(x, max(1, -(-x.shape[dim] // chunks)), dim)  # an empty dim: one empty chunk
 
 
 TestChunk = op_tests(lambda x, chunks, dim: ta.chunk(x, chunks, dim), _chunk_ref, _chunk_inputs(),
@@ -249,7 +248,7 @@ TestTril = op_tests(ta.tril, lambda x, diagonal: np.tril(x, diagonal), _triangle
 
 @st.composite
 def _getitem_inputs(draw: st.DrawFn) -> Case:
-    x = draw(arrays(shapes(min_dims=1)))
+    x = draw(arrays(shapes(min_dims=1, empty=False)))
     return case(x, index=draw(indices(x.shape)))
 
 
@@ -257,20 +256,53 @@ def _getitem(x, index):
     return x[index]
 
 
-# no PyTorch parity here: PyTorch has no negative slice steps; NumPy's indexing rules are the reference
-TestGetitem = op_tests(_getitem, _getitem, _getitem_inputs())
+def _torch_move(index, ndim: int):
+    """(source, destination) axes that take NumPy's ``x[index]`` to PyTorch's layout, or None where they agree.
+
+    NumPy counts ints as index arrays, so ints and arrays separated by a slice, None or Ellipsis put the arrays'
+    dims first. PyTorch applies the ints first: if the arrays are then next to each other, their dims stay where
+    the first one is, after the dims of the slices, Nones and Ellipsis before it."""
+    items = index if isinstance(index, tuple) else (index,)
+    if any(isinstance(i, bool) or (isinstance(i, np.ndarray) and i.ndim == 0 and i.dtype == bool) for i in items):
+        return None
+    arrays = [k for k, i in enumerate(items) if isinstance(i, np.ndarray) and i.ndim > 0]
+    is_int = [isinstance(i, int) or (isinstance(i, np.ndarray) and i.ndim == 0) for i in items]
+    advanced = [k for k in range(len(items)) if k in arrays or is_int[k]]
+    if not arrays or not any(is_int) or advanced[-1] - advanced[0] + 1 == len(advanced):
+        return None  # no ints, or NumPy keeps the dims in place too
+    if not all(is_int[k] for k in range(arrays[0], arrays[-1] + 1) if k not in arrays):
+        return None  # the arrays themselves are apart: both put their dims first
+    used = sum(i.ndim if isinstance(i, np.ndarray) and i.dtype == bool else 1 for i in items
+               if i is not None and i is not Ellipsis)
+    before = sum(ndim - used if i is Ellipsis else 0 if is_int[k] else 1 for k, i in enumerate(items[:arrays[0]]))
+    n = len(np.broadcast_shapes(*((int(items[k].sum()),) if items[k].dtype == bool else items[k].shape
+                                  for k in arrays)))
+    return list(range(n)), list(range(before, before + n))
+
+
+def _getitem_ref(x, index):
+    out = x[index]
+    move = _torch_move(index, x.ndim)
+    return out if move is None else np.moveaxis(out, *move)
+
+
+# NumPy moved to PyTorch's layout is the reference; the parity test below draws indices PyTorch accepts
+TestGetitem = op_tests(_getitem, _getitem_ref, _getitem_inputs())
 
 
 @st.composite
 def _setitem_inputs(draw: st.DrawFn) -> Case:
-    x = draw(arrays(shapes(min_dims=1)))
+    x = draw(arrays(shapes(min_dims=1, empty=False)))
     index = draw(indices(x.shape, unique=True))  # repeated targets of an assignment are ill-defined
-    v = draw(arrays(shapes_broadcastable_to(indexed_shape(x.shape, index))))
+    v = draw(arrays(shapes_broadcastable_to(_getitem_ref(np.empty(x.shape), index).shape)))
     return case(x, v, index=index)
 
 
 def _setitem_ref(x, v, index):
     out = x.copy()
+    move = _torch_move(index, x.ndim)
+    if move is not None:  # v is in PyTorch's layout: back to NumPy's before writing
+        v = np.moveaxis(np.broadcast_to(v, _getitem_ref(x, index).shape), move[1], move[0])
     out[index] = v
     return out
 
@@ -287,7 +319,7 @@ TestSetitem = op_tests(_setitem, _setitem_ref, _setitem_inputs())
 
 @st.composite
 def _gather_inputs(draw: st.DrawFn) -> Case:
-    x = draw(arrays(shapes(min_dims=1)))
+    x = draw(arrays(shapes(min_dims=1, empty=False)))
     d = draw(dim(x.ndim))
     index_shape = tuple(draw(st.integers(1, 3)) if i == d % x.ndim else draw(st.integers(1, n))
                         for i, n in enumerate(x.shape))
@@ -498,3 +530,87 @@ def test_setitem_shape_mismatch_names_both_shapes():
     y = ta.zeros(2, 3)
     with pytest.raises(ValueError, match=r"setitem.*\(2, 3\).*\(4,\)"):
         y[:, :] = ta.ones(4)
+
+
+# ---- PyTorch's rule for ints mixed with index arrays ----------------------------------------------------------------
+
+def test_int_and_array_index_keep_the_array_dims_in_place():
+    data = np.arange(5 * 6 * 7.0).reshape(5, 6, 7)
+    x = ta.tensor(data, requires_grad=True)
+    idx = [0, 2, 4]
+    y = x[1, :, idx]  # NumPy: (3, 6); PyTorch: the int selects first, then idx indexes the last dim
+    assert y.shape == (6, 3)
+    np.testing.assert_array_equal(y.numpy(), data[1][:, idx])
+    assert x[:, 1, None, idx].shape == (5, 1, 3) and x[None, 1, ..., idx].shape == (1, 6, 3)
+    assert x[idx, :, 1].shape == (3, 6)  # the arrays' dims are first in both: nothing between them moved
+    assert x[1, :, ta.tensor([[0, 1], [2, 3]])].shape == (6, 2, 2)
+    y.backward(ta.tensor(np.arange(18.0).reshape(6, 3)))
+    expected = np.zeros((5, 6, 7))
+    expected[1][:, idx] = np.arange(18.0).reshape(6, 3)
+    np.testing.assert_array_equal(x.grad.numpy(), expected)
+
+
+def test_setitem_with_int_and_array_index_follows_pytorch():
+    y = ta.zeros(5, 6, 7)
+    v = ta.tensor(np.arange(18.0).reshape(6, 3), requires_grad=True)
+    y[1, :, [0, 2, 4]] = v  # a (6, 3) value fits; NumPy's layout would want (3, 6)
+    np.testing.assert_array_equal(y.numpy()[1][:, [0, 2, 4]], np.arange(18.0).reshape(6, 3))
+    assert y.numpy().sum() == np.arange(18.0).sum()
+    (y * y).sum().backward()
+    np.testing.assert_array_equal(v.grad.numpy(), 2 * np.arange(18.0).reshape(6, 3))
+    with pytest.raises(ValueError, match="setitem"):
+        y[1, :, [0, 2, 4]] = ta.ones(3, 6)
+
+
+def _no_negative_steps(index) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return not any(isinstance(i, slice) and i.step is not None and i.step < 0 for i in items)
+
+
+def _to_torch_index(torch, index):
+    items = index if isinstance(index, tuple) else (index,)
+    out = tuple(torch.tensor(i) if isinstance(i, np.ndarray) else i for i in items)
+    return out if isinstance(index, tuple) else out[0]
+
+
+@settings(max_examples=examples())
+@given(data=st.data())
+def test_getitem_and_setitem_match_torch(data):
+    torch = pytest.importorskip("torch")
+    x = data.draw(arrays(shapes(min_dims=1, empty=False)))
+    index = data.draw(indices(x.shape, unique=True).filter(_no_negative_steps))  # PyTorch has no negative steps
+    ours, theirs = ta.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    y, ty = ours[index], theirs[_to_torch_index(torch, index)]
+    np.testing.assert_array_equal(y.numpy(), ty.detach().numpy())
+    g = np.random.default_rng(0).standard_normal(tuple(ty.shape))
+    y.backward(ta.tensor(g))
+    ty.backward(torch.tensor(g))
+    np.testing.assert_array_equal(ours.grad.numpy(), theirs.grad.numpy())
+    z, tz = ta.tensor(x), torch.tensor(x)
+    z[index] = ta.tensor(g)
+    tz[_to_torch_index(torch, index)] = torch.tensor(g)
+    np.testing.assert_array_equal(z.numpy(), tz.numpy())
+
+
+_MIXED = [(1, slice(None), [0, 2, 4]), (slice(None), 1, None, [0, 2]), ([0, 2], slice(None), 1), (1, Ellipsis, [6, 0]),
+          (None, 1, slice(1, 5, 2), [3]), (1, [True, False, True, False, True, True], 2),
+          (1, slice(None), [[0, 1], [2, 3]]), (np.array(2), slice(None), [1, 4]), (Ellipsis, 1, [0, 1]),
+          (1, [0, 2, 4], slice(1, 3)), ([1, 3], slice(None), 2)]
+
+
+@pytest.mark.parametrize("index", _MIXED, ids=[str(i) for i in range(len(_MIXED))])
+def test_mixed_int_and_array_indexing_matches_torch(index):
+    torch = pytest.importorskip("torch")
+    data = np.arange(5 * 6 * 7.0).reshape(5, 6, 7)
+    index = tuple(np.array(i) if isinstance(i, list) else i for i in index)
+    ours, theirs = ta.tensor(data, requires_grad=True), torch.tensor(data, requires_grad=True)
+    y, ty = ours[index], theirs[_to_torch_index(torch, index)]
+    np.testing.assert_array_equal(y.numpy(), ty.detach().numpy())
+    g = np.random.default_rng(0).standard_normal(tuple(ty.shape))
+    y.backward(ta.tensor(g))
+    ty.backward(torch.tensor(g))
+    np.testing.assert_array_equal(ours.grad.numpy(), theirs.grad.numpy())
+    z, tz = ta.tensor(data), torch.tensor(data)
+    z[index] = ta.tensor(g)
+    tz[_to_torch_index(torch, index)] = torch.tensor(g)
+    np.testing.assert_array_equal(z.numpy(), tz.numpy())

@@ -1,7 +1,10 @@
-"""Reductions (tinygrad_attn/ops/reduce.py) and softmax/log_softmax (functional.py): forward vs NumPy, first and
-second derivatives, no mutation, PyTorch parity; then ties, numerical stability, softmax identities and errors."""
+"""Reductions (tinygrad_attn/ops/reduce.py) and softmax/log_softmax (softmax.py): forward vs NumPy, first and
+second derivatives, no mutation, PyTorch parity, on shapes that include 0-d tensors (dim 0 or -1) and empty dims;
+then ties, numerical stability, softmax identities and errors."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
@@ -27,39 +30,62 @@ def reduction(draw: st.DrawFn, values=arrays, single_dim: bool = False, allow_no
     return case(x, dim=d, keepdim=draw(st.booleans()), **{k: draw(s) for k, s in options.items()})
 
 
+def _axis(x, dim):
+    """NumPy's ``axis`` for a PyTorch ``dim``: a 0-d tensor's dim 0 / -1 reduces over nothing."""
+    return () if x.ndim == 0 and dim is not None else dim
+
+
+def _np(fn):
+    """A NumPy reduction called with PyTorch's keywords (``dim``, ``keepdim``, ``correction``)."""
+    def ref(x, dim, keepdim, **kw):
+        if "correction" in kw:
+            kw["ddof"] = kw.pop("correction")
+        with warnings.catch_warnings():  # the mean of nothing and a variance of one value are nan: no warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return fn(x, axis=_axis(x, dim), keepdims=keepdim, **kw)
+    return ref
+
+
 def _logsumexp(x, dim, keepdim):
-    m = np.max(x, axis=dim, keepdims=True)
-    out = m + np.log(np.sum(np.exp(x - m), axis=dim, keepdims=True))
-    return out if keepdim else np.squeeze(out, axis=dim)
+    axis = _axis(x, dim)
+    m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)  # an empty dim: m = -inf, and the result -inf
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        out = m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
+    return out if keepdim else np.squeeze(out, axis=axis)
 
 
 def _softmax(x, dim):
-    e = np.exp(x - x.max(axis=dim, keepdims=True))
+    if x.ndim == 0:  # a row of one
+        return _softmax(x[None], 0)[0]
+    e = np.exp(x - np.max(x, axis=dim, keepdims=True, initial=-np.inf))
     return e / e.sum(axis=dim, keepdims=True)
+
+
+def _log_softmax(x, dim):
+    return x - _logsumexp(x, dim, keepdim=True)
+
+
+def _reduces_an_empty_dim(c: Case) -> bool:
+    """Whether the case reduces over a dim of size 0 (a max or min of nothing: an error, tested below)."""
+    x, dim = c.arrays[0], c.kwargs["dim"]
+    if x.ndim == 0:
+        return False
+    dims = range(x.ndim) if dim is None else [dim] if isinstance(dim, int) else dim
+    return any(x.shape[d] == 0 for d in dims)
 
 
 # ---- sum, mean, var, std -----------------------------------------------------------------------------------------
 
-TestSum = op_tests(method("sum"), lambda x, dim, keepdim: np.sum(x, axis=dim, keepdims=keepdim), reduction(),
-                   torch_fn=method("sum"))
-TestMean = op_tests(method("mean"), lambda x, dim, keepdim: np.mean(x, axis=dim, keepdims=keepdim), reduction(),
-                    torch_fn=method("mean"))
+TestSum = op_tests(method("sum"), _np(np.sum), reduction(), torch_fn=method("sum"))
+TestMean = op_tests(method("mean"), _np(np.mean), reduction(), torch_fn=method("mean"))
 
 
-def _count(shape, dim):
-    d = range(len(shape)) if dim is None else [dim] if isinstance(dim, int) else dim
-    return int(np.prod([shape[i] for i in d]))
-
-
-# at least two distinct values: the variance is positive, so std is differentiable (zero variance: see below)
-_var_inputs = reduction(distinct_arrays, correction=st.sampled_from([0, 1])).filter(
-    lambda c: _count(c.arrays[0].shape, c.kwargs["dim"]) >= 2)
-TestVar = op_tests(method("var"), lambda x, dim, keepdim, correction: np.var(x, axis=dim, ddof=correction,
-                                                                            keepdims=keepdim),
-                   _var_inputs, torch_fn=method("var"), tol32=(1e-4, 1e-5))
-TestStd = op_tests(method("std"), lambda x, dim, keepdim, correction: np.std(x, axis=dim, ddof=correction,
-                                                                            keepdims=keepdim),
-                   _var_inputs, torch_fn=method("std"), tol32=(1e-4, 1e-5))
+# distinct values: two or more of them have a positive variance, so std is differentiable there; one value (a 0-d
+# tensor too) has variance 0 (nan with correction=1) and none nan, as in PyTorch
+_var_inputs = reduction(distinct_arrays, correction=st.sampled_from([0, 1]))
+TestVar = op_tests(method("var"), _np(np.var), _var_inputs, torch_fn=method("var"), tol32=(1e-4, 1e-5))
+TestStd = op_tests(method("std"), _np(np.std), _var_inputs, torch_fn=method("std"), tol32=(1e-4, 1e-5))
 
 
 @pytest.mark.parametrize("name", ["var", "std"])
@@ -89,37 +115,43 @@ def test_var_of_too_few_elements_is_nan():
 
 # ---- max, min, amax, amin, argmax, argmin --------------------------------------------------------------------------
 
+def _np_arg(fn):
+    """``np.argmax``/``np.argmin`` with PyTorch's keywords: a 0-d tensor's only element has index 0."""
+    def ref(x, dim, keepdim):
+        return np.int64(0) if x.ndim == 0 else fn(x, axis=dim, keepdims=keepdim)
+    return ref
+
+
 def _max_dim(x, dim, keepdim):
-    return np.max(x, axis=dim, keepdims=keepdim), np.argmax(x, axis=dim, keepdims=keepdim)
+    return _np(np.max)(x, dim, keepdim), _np_arg(np.argmax)(x, dim, keepdim)
 
 
 def _min_dim(x, dim, keepdim):
-    return np.min(x, axis=dim, keepdims=keepdim), np.argmin(x, axis=dim, keepdims=keepdim)
+    return _np(np.min)(x, dim, keepdim), _np_arg(np.argmin)(x, dim, keepdim)
 
 
-_one_dim = reduction(distinct_arrays, single_dim=True, min_dims=1)
+_one_dim = reduction(distinct_arrays, single_dim=True).filter(lambda c: not _reduces_an_empty_dim(c))
 TestMaxDim = op_tests(method("max"), _max_dim, _one_dim, torch_fn=method("max"))
 TestMinDim = op_tests(method("min"), _min_dim, _one_dim, torch_fn=method("min"))
-TestMaxAll = op_tests(method("max"), np.max, st.builds(case, distinct_arrays(shapes())), torch_fn=method("max"))
-TestMinAll = op_tests(method("min"), np.min, st.builds(case, distinct_arrays(shapes())), torch_fn=method("min"))
+_nonempty = distinct_arrays(shapes(empty=False))
+TestMaxAll = op_tests(method("max"), np.max, st.builds(case, _nonempty), torch_fn=method("max"))
+TestMinAll = op_tests(method("min"), np.min, st.builds(case, _nonempty), torch_fn=method("min"))
 
 
 def _torch_amax(name):
     return lambda x, dim, keepdim: getattr(x, name)(dim=() if dim is None else dim, keepdim=keepdim)
 
 
-TestAmax = op_tests(method("amax"), lambda x, dim, keepdim: np.max(x, axis=dim, keepdims=keepdim),
-                    reduction(distinct_arrays), torch_fn=_torch_amax("amax"))
-TestAmin = op_tests(method("amin"), lambda x, dim, keepdim: np.min(x, axis=dim, keepdims=keepdim),
-                    reduction(distinct_arrays), torch_fn=_torch_amax("amin"))
+_amax_inputs = reduction(distinct_arrays).filter(lambda c: not _reduces_an_empty_dim(c))
+TestAmax = op_tests(method("amax"), _np(np.max), _amax_inputs, torch_fn=_torch_amax("amax"))
+TestAmin = op_tests(method("amin"), _np(np.min), _amax_inputs, torch_fn=_torch_amax("amin"))
 
 # one dim, or None: the index into the flattened tensor
-_arg_inputs = reduction(distinct_arrays, single_dim=True, min_dims=1).flatmap(
-    lambda c: st.sampled_from([c, case(c.arrays[0], dim=None, keepdim=c.kwargs["keepdim"])]))
-TestArgmax = op_tests(method("argmax"), lambda x, dim, keepdim: np.argmax(x, axis=dim, keepdims=keepdim),
-                      _arg_inputs, grad=False, torch_fn=method("argmax"))
-TestArgmin = op_tests(method("argmin"), lambda x, dim, keepdim: np.argmin(x, axis=dim, keepdims=keepdim),
-                      _arg_inputs, grad=False, torch_fn=method("argmin"))
+_arg_inputs = reduction(distinct_arrays, single_dim=True).flatmap(
+    lambda c: st.sampled_from([c, case(c.arrays[0], dim=None, keepdim=c.kwargs["keepdim"])])).filter(
+    lambda c: not _reduces_an_empty_dim(c))
+TestArgmax = op_tests(method("argmax"), _np_arg(np.argmax), _arg_inputs, grad=False, torch_fn=method("argmax"))
+TestArgmin = op_tests(method("argmin"), _np_arg(np.argmin), _arg_inputs, grad=False, torch_fn=method("argmin"))
 
 
 def test_argmax_has_no_gradient_and_is_int64():
@@ -152,7 +184,7 @@ def test_max_ties_split_the_gradient_evenly(device, reduce_):
 
 
 @settings(max_examples=examples(0.5))
-@given(x=arrays(shapes(min_dims=1), st.integers(-2, 2).map(float)), keepdim=st.booleans())
+@given(x=arrays(shapes(min_dims=1, empty=False), st.integers(-2, 2).map(float)), keepdim=st.booleans())
 def test_amax_ties_match_torch(x, keepdim):
     torch = pytest.importorskip("torch")
     ours = ta.tensor(x, requires_grad=True)
@@ -168,18 +200,17 @@ def test_amax_ties_match_torch(x, keepdim):
 
 # ---- logsumexp, softmax, log_softmax ---------------------------------------------------------------------------------
 
-TestLogsumexp = op_tests(method("logsumexp"), _logsumexp, reduction(allow_none=False, min_dims=1),
-                         torch_fn=method("logsumexp"))
+TestLogsumexp = op_tests(method("logsumexp"), _logsumexp, reduction(allow_none=False), torch_fn=method("logsumexp"))
+
 
 @st.composite
 def _softmax_inputs(draw: st.DrawFn) -> Case:
-    x = draw(arrays(shapes(min_dims=1), reals(-5, 5)))
+    x = draw(arrays(shapes(), reals(-5, 5)))
     return case(x, dim=draw(dim(x.ndim)))
 
 
 TestSoftmax = op_tests(method("softmax"), _softmax, _softmax_inputs(), torch_fn=method("softmax"))
-TestLogSoftmax = op_tests(method("log_softmax"), lambda x, dim: np.log(_softmax(x, dim)), _softmax_inputs(),
-                          torch_fn=method("log_softmax"))
+TestLogSoftmax = op_tests(method("log_softmax"), _log_softmax, _softmax_inputs(), torch_fn=method("log_softmax"))
 
 
 def test_functional_softmax_is_the_method():
@@ -191,7 +222,7 @@ def test_functional_softmax_is_the_method():
 @settings(max_examples=examples())
 @given(data=st.data())
 def test_softmax_identities(data):
-    x = data.draw(arrays(shapes(min_dims=1), reals(-20, 20)))
+    x = data.draw(arrays(shapes(min_dims=1, empty=False), reals(-20, 20)))
     d = data.draw(dim(x.ndim))
     shift = data.draw(reals(-50, 50))
     t = ta.tensor(x)
@@ -274,5 +305,65 @@ def test_repeated_dim_and_bad_inputs():
         ta.tensor([1, 2]).mean()
     with pytest.raises(RuntimeError, match=r"amax.*empty.*\(0, 3\)"):
         ta.ones(0, 3).amax()
-    with pytest.raises(RuntimeError, match="argmax.*empty"):
+    with pytest.raises(IndexError, match="argmax.*empty"):
         ta.ones(0).argmax()
+
+
+# ---- 0-d tensors and empty dims, written out by hand (the generated tests above draw them too) ----------------------
+
+@pytest.mark.parametrize("name", ["sum", "mean", "amax", "amin", "logsumexp"])
+@pytest.mark.parametrize("d", [0, -1, (0,), (-1,)])
+def test_reducing_a_0d_tensor_over_dim_0_returns_the_value(device, name, d):
+    x = ta.tensor(2.5, dtype=ta.float64, device=device, requires_grad=True)
+    for keepdim in (False, True):
+        out = getattr(x, name)(d, keepdim=keepdim)
+        assert out.shape == () and out.item() == 2.5
+    out.backward()
+    assert x.grad.item() == 1.0
+
+
+@pytest.mark.parametrize("d", [0, -1])
+def test_max_min_argmax_var_std_softmax_of_a_0d_tensor(d):
+    x = ta.tensor(2.5, dtype=ta.float64)
+    values, indices = x.max(d)
+    assert (values.item(), indices.item(), indices.dtype) == (2.5, 0, ta.int64)
+    assert x.min(d, keepdim=True).indices.item() == 0 and x.argmax(d).shape == () and x.argmin(d).item() == 0
+    assert np.isnan(x.var(d).item()) and x.var(d, correction=0).item() == 0.0 and x.std(d, correction=0).item() == 0.0
+    assert x.softmax(d).item() == 1.0 and x.log_softmax(d).item() == 0.0
+    with pytest.raises(IndexError, match="sum: dim 1 is out of range"):
+        x.sum(1)
+
+
+def test_reductions_over_empty_dims_match_pytorch_by_hand():
+    x = ta.zeros(2, 0, dtype=ta.float64, requires_grad=True)
+    np.testing.assert_array_equal(x.sum(1).numpy(), [0.0, 0.0])  # a sum of nothing is 0
+    assert x.sum(0).shape == (0,) and x.sum().item() == 0.0
+    assert np.isnan(x.mean(1).numpy()).all() and np.isnan(x.var(1).numpy()).all()
+    np.testing.assert_array_equal(x.logsumexp(1).numpy(), [-np.inf, -np.inf])  # log of a sum of nothing
+    assert x.logsumexp(0).shape == (0,) and x.logsumexp((0, 1)).item() == -np.inf
+    assert x.amax(0).shape == (0,) and x.argmax(0).shape == (0,) and x.max(0).indices.shape == (0,)
+    assert x.softmax(1).shape == (2, 0) and x.log_softmax(0).shape == (2, 0)
+    (x.sum(1).sum() + x.logsumexp(1).sum()).backward()
+    assert x.grad.shape == (2, 0)
+
+
+_EMPTY_MAX = [(name, d) for name in ("amax", "amin", "max", "min", "argmax", "argmin") for d in (1, -1, None)]
+
+
+@pytest.mark.parametrize("name, d", _EMPTY_MAX)
+def test_max_over_an_empty_dim_is_a_clear_error(name, d):
+    error = RuntimeError if d is None and name in ("amax", "amin", "max", "min") else IndexError  # PyTorch's types
+    call = (lambda t: getattr(t, name)()) if d is None else (lambda t: getattr(t, name)(d))
+    with pytest.raises(error, match=rf"{name}: .*empty.*\(2, 0\).*no maximum or minimum"):
+        call(ta.zeros(2, 0))
+
+
+@pytest.mark.parametrize("name, d", _EMPTY_MAX)
+def test_max_over_an_empty_dim_raises_as_pytorch(name, d):
+    torch = pytest.importorskip("torch")
+    call = (lambda t: getattr(t, name)()) if d is None else (lambda t: getattr(t, name)(d))
+    with pytest.raises(Exception) as theirs:
+        call(torch.zeros(2, 0))
+    with pytest.raises(Exception) as ours:
+        call(ta.zeros(2, 0))
+    assert ours.type is theirs.type

@@ -82,7 +82,8 @@ def gradcheck(
                     allow_unused=True) if used else (None,) * len(wrt)
     for k, i in enumerate(wrt):
         x = inputs[i]
-        a = np.zeros(x.shape) if analytic[k] is None else analytic[k].numpy().astype(np.float64)
+        g = analytic[k]
+        a = np.zeros(x.shape) if g is None else g.numpy().astype(np.float64)
         n = _numeric(fn, inputs, i, vs, eps)
         bad = ~np.isclose(a, n, rtol=rtol, atol=atol, equal_nan=True)  # a nan on one side only is a mismatch
         if bad.any():

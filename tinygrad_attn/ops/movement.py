@@ -5,6 +5,9 @@ reshape, a permutation by the inverse permutation, a selection (``x[idx]``) by a
 into a zero tensor at the same places (``IndexAdd``, which accumulates repeated indices), and a
 concatenation by slicing.
 
+Indexing follows PyTorch where it differs from NumPy: an integer is basic indexing even next to index arrays,
+so it never separates them (``x[1, :, idx]`` of a (5, 6, 7) tensor is (6, 3), where NumPy gives (3, 6)).
+
 Ops whose result shares memory with the input (reshape, permute, expand, basic slicing) make *views*:
 the view shares the input's version counter, so an in-place change through either is seen by both.
 """
@@ -106,7 +109,7 @@ class GetItem(Function):
     def forward(self, x: Any, index: Any) -> Any:
         self.in_shape, self.index = x.shape, index
         try:
-            return x[index]
+            return x[index.basic][index.advanced] if isinstance(index, _IntsFirst) else x[index]
         except IndexError as e:
             raise IndexError(f"getitem: {e} (indexing a tensor of shape {x.shape})") from None
 
@@ -122,14 +125,11 @@ class IndexAdd(Function):
         xp = _xp(x)
         self.index = index
         z = xp.zeros(shape, dtype=x.dtype)
+        target, index = (z[index.basic], index.advanced) if isinstance(index, _IntsFirst) else (z, index)
         if _is_basic(index):
-            z[index] = x
-        elif xp.__name__ == "numpy":
-            xp.add.at(z, index, x)
+            target[index] = x
         else:
-            import cupyx
-
-            cupyx.scatter_add(z, index, x)
+            xp.add.at(target, index, x)  # NumPy's and CuPy's scatter-add (CuPy with atomics)
         return z
 
     def backward(self, g: Tensor) -> Tensor:
@@ -144,8 +144,9 @@ class IndexPut(Function):
     def forward(self, x: Any, v: Any, index: Any) -> Any:
         self.index, self.v_shape = index, v.shape
         z = x.copy()
+        target, index = (z[index.basic], index.advanced) if isinstance(index, _IntsFirst) else (z, index)
         try:
-            z[index] = v
+            target[index] = v
         except (IndexError, ValueError) as e:
             raise type(e)(f"setitem: {e} (tensor of shape {x.shape}, value of shape {v.shape})") from None
         return z
@@ -190,6 +191,54 @@ class ToDevice(Function):
 
 
 # ---- index normalisation -----------------------------------------------------------------------------------
+
+
+class _IntsFirst:
+    """``x[index]`` in PyTorch's order as ``x[basic][advanced]``: first the ints, slices, None and Ellipsis (a
+    view, index arrays replaced by full slices), then the index arrays alone, on the dims where they landed."""
+
+    __slots__ = ("basic", "advanced")
+
+    def __init__(self, basic: tuple, advanced: tuple) -> None:
+        self.basic, self.advanced = basic, advanced
+
+    def __repr__(self) -> str:
+        return f"[{self.basic}][{self.advanced}]"
+
+
+def _is_array(i: Any) -> bool:
+    return hasattr(i, "ndim") and hasattr(i, "dtype")
+
+
+def _torch_order(index: Any, ndim: int) -> Any:
+    """The index, or an ``_IntsFirst`` where it mixes ints with index arrays.
+
+    NumPy counts such ints as index arrays: advanced indices separated by a slice then put their dims first.
+    PyTorch applies the ints first, so only the arrays count. A 0-d integer array is an int in PyTorch."""
+    if not isinstance(index, tuple) or any(isinstance(i, bool) or (_is_array(i) and i.ndim == 0 and i.dtype.kind == "b")
+                                           for i in index):
+        return index  # a bool scalar is a 0-d mask, in both
+    ints = [i for i in index if isinstance(i, int) or (_is_array(i) and i.ndim == 0)]
+    arrays = [i for i in index if _is_array(i) and i.ndim > 0]
+    if not ints or not arrays:
+        return index
+    used = sum(i.ndim if _is_array(i) and i.dtype.kind == "b" else 1 for i in index
+               if i is not None and i is not Ellipsis)
+    basic: list = []
+    advanced: list = []  # one entry per dim of x[basic]: an array, or a full slice
+    for i in index:
+        if i is Ellipsis:
+            basic.append(Ellipsis)
+            advanced.extend([slice(None)] * (ndim - used))
+        elif _is_array(i) and i.ndim > 0:
+            basic.extend([slice(None)] * (i.ndim if i.dtype.kind == "b" else 1))
+            advanced.append(i)  # a k-dim mask covers k dims
+        elif isinstance(i, int) or _is_array(i):
+            basic.append(int(i))
+        else:  # a slice or None: one dim of x[basic]
+            basic.append(i)
+            advanced.append(slice(None))
+    return _IntsFirst(tuple(basic), tuple(advanced))
 
 
 def _is_basic(index: Any) -> bool:
@@ -369,7 +418,7 @@ def pad(x: Tensor, pad: Sequence[int], value: float = 0.0) -> Tensor:
 
 
 def getitem(x: Tensor, index: Any) -> Tensor:
-    index = _normalize_index(x, index)
+    index = _torch_order(_normalize_index(x, index), x.ndim)
     if _is_basic(index) and not any(i is Ellipsis for i in (index if isinstance(index, tuple) else (index,))):
         index = (*(index if isinstance(index, tuple) else (index,)), Ellipsis)  # x[0] of a vector: a 0-d view
     out = GetItem.apply(x, index=index)
@@ -378,7 +427,7 @@ def getitem(x: Tensor, index: Any) -> Tensor:
 
 def index_put(x: Tensor, index: Any, value: Tensor) -> Tensor:
     """Out-of-place ``x[index] = value``: what ``Tensor.__setitem__`` writes back into x."""
-    return IndexPut.apply(x, value, index=_normalize_index(x, index))
+    return IndexPut.apply(x, value, index=_torch_order(_normalize_index(x, index), x.ndim))
 
 
 def copy_into(x: Tensor, value: Tensor) -> Tensor:

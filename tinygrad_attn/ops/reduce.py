@@ -3,6 +3,9 @@
 The backward of a sum copies the output gradient back to every element that was summed (``expand``);
 the backward of ``expand`` sums it again (``sum_to``). That pair is the adjoint of broadcasting, and
 every other reduction's backward is built on it.
+
+As in PyTorch, a 0-d tensor accepts ``dim`` 0 or -1 and a reduction over it returns the value (nothing to
+reduce); a sum over an empty dim is 0 and its mean nan, while a maximum over an empty dim is an error.
 """
 
 from __future__ import annotations
@@ -72,8 +75,11 @@ class LogSumExp(Function):
 
     def forward(self, x: Any, dims: tuple[int, ...], keepdim: bool) -> Any:
         xp = _xp(x)
-        m = x.max(axis=dims, keepdims=True)
-        m = xp.where(xp.isfinite(m), m, 0)  # rows of all -inf give -inf, not nan
+        if x.size:
+            m = x.max(axis=dims, keepdims=True)
+            m = xp.where(xp.isfinite(m), m, 0)  # rows of all -inf give -inf, not nan
+        else:  # an empty dim sums to 0: its logsumexp is -inf
+            m = xp.zeros(kept_shape(x.shape, dims), dtype=x.dtype)
         total = xp.exp(x - m).sum(axis=dims, keepdims=True)
         empty = total == 0  # a row of all -inf: log 0 = -inf, without NumPy's divide-by-zero warning
         z = xp.where(empty, -xp.inf, xp.log(xp.where(empty, 1, total))) + m
@@ -94,9 +100,16 @@ class LogSumExp(Function):
 # ---- the functions users call ------------------------------------------------------------------------------
 
 
+def _reduced_dims(x: Tensor, dim: Any, op: str) -> tuple[int, ...]:
+    """The dims to reduce over, sorted and non-negative. A 0-d tensor's dim 0 (or -1) is the tensor itself:
+    nothing to reduce over."""
+    dims = normalize_dims(dim, x.ndim, op)
+    return () if x.ndim == 0 else dims
+
+
 def sum(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
     """Sum over ``dim`` (an int, a tuple of ints, or None for all)."""
-    dims = normalize_dims(dim, x.ndim, "sum")
+    dims = _reduced_dims(x, dim, "sum")
     if x.dtype.kind in "b":
         from .elementwise import cast
 
@@ -115,7 +128,7 @@ def mean(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
     """Mean over ``dim``: the sum divided by the number of elements summed."""
     if x.dtype.kind != "f":
         raise TypeError(f"mean: needs a floating-point tensor, got {x.dtype} (use .float() first)")
-    dims = normalize_dims(dim, x.ndim, "mean")
+    dims = _reduced_dims(x, dim, "mean")
     n = 1
     for d in dims:
         n *= x.shape[d]
@@ -124,7 +137,7 @@ def mean(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
 
 def var(x: Tensor, dim: Any = None, correction: int = 1, keepdim: bool = False) -> Tensor:
     """Variance: sum (x - mean)^2 / (N - correction). ``correction=1`` (the default) is unbiased."""
-    dims = normalize_dims(dim, x.ndim, "var")
+    dims = _reduced_dims(x, dim, "var")
     n = 1
     for d in dims:
         n *= x.shape[d]
@@ -136,7 +149,7 @@ def std(x: Tensor, dim: Any = None, correction: int = 1, keepdim: bool = False) 
     """Standard deviation: sqrt(var). Where var is 0 the gradient is 0 (as in PyTorch), not 1/(2 sqrt 0) = inf."""
     from .elementwise import sqrt, where
 
-    v = var(x, normalize_dims(dim, x.ndim, "std"), correction, keepdim)
+    v = var(x, _reduced_dims(x, dim, "std"), correction, keepdim)
     zero = v == 0
     return where(zero, 0.0, sqrt(where(zero, 1.0, v)))  # the inner where keeps inf * 0 = nan out of backward
 
@@ -145,44 +158,57 @@ MaxResult = namedtuple("MaxResult", ["values", "indices"])
 
 
 def amax(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
+    """The largest element over ``dim`` (an int, a tuple of ints, or None for all)."""
     return Amax.apply(x, dims=_nonempty(x, dim, "amax"), keepdim=keepdim, smallest=False)
 
 
 def amin(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
+    """The smallest element over ``dim`` (an int, a tuple of ints, or None for all)."""
     return Amax.apply(x, dims=_nonempty(x, dim, "amin"), keepdim=keepdim, smallest=True)
 
 
 def _nonempty(x: Tensor, dim: Any, op: str) -> tuple[int, ...]:
-    dims = normalize_dims(dim, x.ndim, op)
-    if x.numel() == 0:
-        raise RuntimeError(f"{op}: the tensor is empty (shape {tuple(x.shape)}), it has no maximum or minimum")
+    """The dims of a max/min-like reduction, none of them empty: an empty dim has no maximum or minimum.
+    The errors are PyTorch's types: IndexError for an empty dim that was named, RuntimeError for no dim."""
+    dims = _reduced_dims(x, dim, op)
+    if dim is None and x.numel() == 0:
+        raise RuntimeError(f"{op}: the tensor is empty (shape {tuple(x.shape)}), it has no maximum or minimum; "
+                           "name the dims to reduce over")
+    for d in dims:
+        if x.shape[d] == 0:
+            raise IndexError(f"{op}: dim {d} is empty (shape {tuple(x.shape)}), it has no maximum or minimum")
     return dims
 
 
 def max(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Any:
     """Without ``dim``: the largest element. With ``dim``: ``(values, indices)`` along it, as PyTorch.
     The gradient goes to the positions holding the maximum (split evenly between ties)."""
-    if dim is None:
-        return amax(x)
-    return MaxResult(amax(x, dim, keepdim), argmax(x, dim, keepdim))
+    values = Amax.apply(x, dims=_nonempty(x, dim, "max"), keepdim=keepdim and dim is not None, smallest=False)
+    return values if dim is None else MaxResult(values, argmax(x, dim, keepdim))
 
 
 def min(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Any:
     """Like ``max``, for the smallest elements."""
-    if dim is None:
-        return amin(x)
-    return MaxResult(amin(x, dim, keepdim), argmin(x, dim, keepdim))
+    values = Amax.apply(x, dims=_nonempty(x, dim, "min"), keepdim=keepdim and dim is not None, smallest=True)
+    return values if dim is None else MaxResult(values, argmin(x, dim, keepdim))
 
 
 def _arg(x: Tensor, dim: int | None, keepdim: bool, name: str) -> Tensor:
-    if x.numel() == 0:
-        raise RuntimeError(f"{name}: the tensor is empty (shape {tuple(x.shape)})")
+    if dim is None and x.numel() == 0:
+        raise IndexError(f"{name}: the tensor is empty (shape {tuple(x.shape)}), it has no maximum or minimum; "
+                         "name the dim to reduce over")
     fn = getattr(x.xp, name)
-    if dim is None:
+    if x.ndim == 0:  # dim 0 or -1 of a 0-d tensor: the only element, index 0
+        if dim is not None:
+            normalize_dim(dim, 0, name)
+        out = x.xp.zeros((), dtype=x.xp.int64)
+    elif dim is None:
         out = fn(x.data.reshape(-1))
         out = out.reshape((1,) * x.ndim) if keepdim else out
     else:
         d = normalize_dim(dim, x.ndim, name)
+        if x.shape[d] == 0:
+            raise IndexError(f"{name}: dim {d} is empty (shape {tuple(x.shape)}), it has no maximum or minimum")
         out = fn(x.data, axis=d)
         out = x.xp.expand_dims(out, d) if keepdim else out
     return Tensor._make(x.xp.asarray(out, dtype=x.xp.int64))
@@ -200,4 +226,4 @@ def argmin(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
 
 def logsumexp(x: Tensor, dim: Any, keepdim: bool = False) -> Tensor:
     """log(sum(exp(x))) over ``dim``, stable for large inputs."""
-    return LogSumExp.apply(x, dims=normalize_dims(dim, x.ndim, "logsumexp"), keepdim=keepdim)
+    return LogSumExp.apply(x, dims=_reduced_dims(x, dim, "logsumexp"), keepdim=keepdim)
