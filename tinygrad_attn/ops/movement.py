@@ -215,12 +215,11 @@ def _torch_order(index: Any, ndim: int) -> Any:
 
     NumPy counts such ints as index arrays: advanced indices separated by a slice then put their dims first.
     PyTorch applies the ints first, so only the arrays count. A 0-d integer array is an int in PyTorch."""
-    if not isinstance(index, tuple) or any(isinstance(i, bool) or (_is_array(i) and i.ndim == 0 and i.dtype.kind == "b")
-                                           for i in index):
+    if not isinstance(index, tuple) or not any(_is_array(i) and i.ndim > 0 for i in index):
+        return index
+    if any(isinstance(i, bool) or (_is_array(i) and i.ndim == 0 and i.dtype.kind == "b") for i in index):
         return index  # a bool scalar is a 0-d mask, in both
-    ints = [i for i in index if isinstance(i, int) or (_is_array(i) and i.ndim == 0)]
-    arrays = [i for i in index if _is_array(i) and i.ndim > 0]
-    if not ints or not arrays:
+    if not any(isinstance(i, int) or (_is_array(i) and i.ndim == 0) for i in index):
         return index
     used = sum(i.ndim if _is_array(i) and i.dtype.kind == "b" else 1 for i in index
                if i is not None and i is not Ellipsis)
