@@ -12,14 +12,17 @@ from hypothesis import strategies as st
 
 import tinygrad_attn as ta
 from tests.op_checks import Case, case, op_tests
-from tests.strategies import GRAD_ELEMS, arrays, broadcastable_shapes
+from tests.strategies import EMPTY_ODDS, GRAD_ELEMS, arrays, broadcastable_shapes
 
 
 @st.composite
 def matmul_operands(draw: st.DrawFn) -> Case:
     """x @ y with x a vector (k,) or a (batch of) (n, k) matrices, y a vector (k,) or (batch of) (k, m); the two
-    batch shapes broadcast together."""
-    n, k, m = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    batch shapes broadcast together. Now and then one of n, k, m or a batch dim is 0 (k = 0: a sum of nothing, 0)."""
+    sizes = [draw(st.integers(1, 3)) for _ in range(3)]
+    if draw(st.integers(0, EMPTY_ODDS - 1)) == EMPTY_ODDS - 1:
+        sizes[draw(st.integers(0, 2))] = 0
+    n, k, m = sizes
     bx, by = draw(broadcastable_shapes(2, max_dims=2, max_side=2))
     sx = (k,) if draw(st.booleans()) else bx + (n, k)
     sy = (k,) if draw(st.booleans()) else by + (k, m)
