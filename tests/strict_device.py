@@ -138,7 +138,7 @@ def _read(what: str) -> None:
     frames = [f for f in traceback.extract_stack(limit=16)[:-2] if "strict_device" not in f.filename]
     caller = next((f for f in reversed(frames) if "/tinygrad_attn/" in f.filename or "/models/" in f.filename),
                   frames[-1] if frames else None)
-    place = f"{caller.filename.rsplit('/', 2)[-2:]}:{caller.lineno}" if caller else "?"
+    place = "/".join(caller.filename.rsplit("/", 2)[-2:]) + f":{caller.lineno}" if caller else "?"
     for record in _recorders:
         record.where.append(f"{what} at {place}")
 

@@ -100,3 +100,31 @@ def test_no_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         erf(np.array([0.0, 1e-310, 0.3, 3.0, 10.0, 1e300, np.inf, -np.inf, np.nan]))
+
+
+def test_cupy_erf_float16_comes_back_float16(monkeypatch):
+    """cupyx.scipy.special.erf has loops f->f and d->d only, so float16 input gives float64 (CuPy 14): an
+    emulation of it, on the strict stand-in device, must still give float16 from special.erf."""
+    import math
+    import sys
+    import types
+
+    from tests.strict_device import xp as strict_xp
+
+    calls = []
+
+    def cupyx_erf(x):
+        calls.append(x.dtype)
+        out_dtype = np.float64 if x.dtype in (np.float16, np.float64) else x.dtype  # 'e->d', 'f->f', 'd->d'
+        host = np.vectorize(math.erf)(x.get().astype(np.float64)).astype(out_dtype)
+        return strict_xp.asarray(host)
+
+    special_mod = types.ModuleType("cupyx.scipy.special")
+    special_mod.erf = cupyx_erf
+    for name, mod in (("cupyx", types.ModuleType("cupyx")), ("cupyx.scipy", types.ModuleType("cupyx.scipy")),
+                      ("cupyx.scipy.special", special_mod)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    x = np.linspace(-3, 3, 13).astype(np.float16)
+    y = erf(strict_xp.asarray(x), xp=strict_xp)
+    assert calls and y.dtype == np.float16
+    np.testing.assert_allclose(y.get().astype(np.float64), [math.erf(v) for v in x.astype(np.float64)], atol=1e-3)

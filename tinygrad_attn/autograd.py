@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from numpy import ndarray as _ndarray
 
-from .backend import array_module, device_of
+from .backend import array_module, device_of, on_device_of
 
 if TYPE_CHECKING:
     from .tensor import Tensor
@@ -222,7 +222,12 @@ class Function:
         fn = cls()
         record = _grad_enabled and any(t.requires_grad for t in inputs)
         fn.needs_input_grad = tuple(t.requires_grad for t in inputs) if record else (False,) * len(inputs)
-        raw = fn.forward(*[t.data for t in inputs], **params)
+        arrays = [t.data for t in inputs]
+        if not arrays or type(arrays[0]) is _ndarray:
+            raw = fn.forward(*arrays, **params)
+        else:  # a GPU computes on its current device: make it the inputs' (cuda:1 data launches on GPU 1)
+            with on_device_of(arrays[0]):
+                raw = fn.forward(*arrays, **params)
         out_data = raw if hasattr(raw, "shape") and hasattr(raw, "__array_priority__") else _as_array(raw)
         if not record or out_data.dtype.kind != "f":  # integer/bool results carry no gradient
             return Tensor._make(out_data)
@@ -306,12 +311,13 @@ def run_backward(
             g = _run_hook(hook, g, leaf.shape)
         if inputs is not None:
             return g
-        if not create_graph:
-            g = tensor_cls._make(_own(g.data, handed_out))
-        if leaf.grad is None:
-            leaf.grad = g
-        else:
-            leaf.grad = leaf.grad + g if create_graph else tensor_cls._make(leaf.grad.data + g.data)
+        with on_device_of(g.data):
+            if not create_graph:
+                g = tensor_cls._make(_own(g.data, handed_out))
+            if leaf.grad is None:
+                leaf.grad = g
+            else:
+                leaf.grad = leaf.grad + g if create_graph else tensor_cls._make(leaf.grad.data + g.data)
         return g
 
     with set_grad_enabled(create_graph):
@@ -358,7 +364,11 @@ def run_backward(
                     capture_node[node] = g
                 if node.freed:
                     node.saved_tensors  # raises the "backward a second time" error  # noqa: B018
-                input_grads = node.backward(g)
+                if type(g.data) is _ndarray:
+                    input_grads = node.backward(g)
+                else:
+                    with on_device_of(g.data):
+                        input_grads = node.backward(g)
                 if not isinstance(input_grads, tuple):
                     input_grads = (input_grads,)
                 if len(input_grads) != len(node.next_functions):
@@ -428,9 +438,9 @@ def _run_hook(hook: Callable, g: Tensor, shape: tuple[int, ...]) -> Tensor:
 
 
 def _own(array: Any, handed_out: set[int]) -> Any:
-    """A leaf's ``.grad`` must be writable memory of its own: optimizers update it in place."""
-    if id(array) in handed_out or 0 in array.strides or not getattr(array, "flags", None) or \
-            not array.flags.writeable:
+    """A leaf's ``.grad`` must be writable memory of its own: optimizers update it in place. (Only NumPy arrays
+    have a ``writeable`` flag; CuPy's broadcast views are writable, and caught by their zero strides.)"""
+    if id(array) in handed_out or 0 in array.strides or (isinstance(array, _ndarray) and not array.flags.writeable):
         array = array.copy()
     handed_out.add(id(array))
     return array
@@ -470,9 +480,11 @@ def _default_grads(outputs: list[Tensor], grad_outputs: list[Any]) -> list[Tenso
                     f"grad can be implicitly created only for scalar outputs, but the output has shape "
                     f"{tuple(t.shape)}: pass gradient= (a tensor of that shape), or reduce it first (e.g. .sum())"
                 )
-            g = Tensor._make(t.xp.ones_like(t.data))
+            with on_device_of(t.data):
+                g = Tensor._make(t.xp.ones_like(t.data))
         elif not isinstance(g, Tensor):
-            g = Tensor._make(t.xp.asarray(g, dtype=t.dtype))
+            with on_device_of(t.data):
+                g = Tensor._make(t.xp.asarray(g, dtype=t.dtype))
         if tuple(g.shape) != tuple(t.shape):
             raise RuntimeError(f"gradient has shape {tuple(g.shape)} but the output has shape {tuple(t.shape)}")
         result.append(g if g.dtype == t.dtype else g.to(t.dtype))

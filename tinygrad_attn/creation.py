@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from . import dtypes as _dtypes
+from .backend import BACKENDS, module_for
 from .backend import device as _device
-from .backend import module_for
 from .random import generator
 from .tensor import Tensor, _leaf
 
@@ -25,27 +25,12 @@ def _make(fill: str, size: tuple, dtype: Any, device: Any, requires_grad: bool, 
     xp = module_for(dev)
     dt = _dtypes.to_dtype(dtype) if dtype is not None else _dtypes.default_float
     shape = _shape(size)
-    with _on(dev, xp):
+    with BACKENDS[dev.type].on(dev.index):
         if fill == "full":
             arr = xp.full(shape, value, dtype=dt)
         else:
             arr = getattr(xp, fill)(shape, dtype=dt)
     return _leaf(arr, requires_grad)
-
-
-class _on:
-    """Make CuPy allocate on the right GPU (a no-op on the CPU)."""
-
-    def __init__(self, dev: Any, xp: Any) -> None:
-        self.ctx = xp.cuda.Device(dev.index or 0) if dev.type == "cuda" else None
-
-    def __enter__(self) -> None:
-        if self.ctx is not None:
-            self.ctx.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.ctx is not None:
-            self.ctx.__exit__(*exc)
 
 
 def zeros(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
@@ -79,7 +64,7 @@ def arange(start: float, end: float | None = None, step: float = 1, dtype: Any =
         dtype = _dtypes.int64 if ints else _dtypes.default_float
     dev = _device(device)
     xp = module_for(dev)
-    with _on(dev, xp):
+    with BACKENDS[dev.type].on(dev.index):
         arr = xp.arange(start, end, step, dtype=_dtypes.to_dtype(dtype))
     return _leaf(arr, requires_grad)
 
@@ -87,7 +72,7 @@ def arange(start: float, end: float | None = None, step: float = 1, dtype: Any =
 def eye(n: int, m: int | None = None, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
     dev = _device(device)
     xp = module_for(dev)
-    with _on(dev, xp):
+    with BACKENDS[dev.type].on(dev.index):
         arr = xp.eye(n, m, dtype=_dtypes.to_dtype(dtype) if dtype is not None else _dtypes.default_float)
     return _leaf(arr, requires_grad)
 
@@ -107,8 +92,10 @@ def randint(low: int, high: int | None = None, size: Any = (), dtype: Any = None
     if high is None:
         low, high = 0, low
     dev = _device(device)
-    arr = generator(dev).integers(low, high, size=_shape((size,) if isinstance(size, int) else (tuple(size),)))
-    return _leaf(arr.astype(_dtypes.to_dtype(dtype) if dtype is not None else _dtypes.int64), False)
+    with BACKENDS[dev.type].on(dev.index):
+        arr = generator(dev).integers(low, high, size=_shape((size,) if isinstance(size, int) else (tuple(size),)))
+        arr = arr.astype(_dtypes.to_dtype(dtype) if dtype is not None else _dtypes.int64)
+    return _leaf(arr, False)
 
 
 def _random(kind: str, size: tuple, dtype: Any, device: Any, requires_grad: bool) -> Tensor:
@@ -118,7 +105,8 @@ def _random(kind: str, size: tuple, dtype: Any, device: Any, requires_grad: bool
         raise TypeError(f"rand/randn make floating-point tensors, not {dt}")
     gen = generator(dev)
     draw_dt = dt if dt in (_dtypes.float32, _dtypes.float64) else _dtypes.float32
-    arr = getattr(gen, kind)(_shape(size), dtype=draw_dt).astype(dt, copy=False)
+    with BACKENDS[dev.type].on(dev.index):
+        arr = getattr(gen, kind)(_shape(size), dtype=draw_dt).astype(dt, copy=False)
     return _leaf(arr, requires_grad)
 
 

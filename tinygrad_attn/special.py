@@ -83,7 +83,9 @@ def erf(x: Any, xp: Any = None) -> Any:
         try:
             from cupyx.scipy.special import erf as cupy_erf
 
-            return cupy_erf(x.astype(out_dtype, copy=False))
+            # CuPy's erf has no float16 loop (it would give float64): float16 is computed in float32
+            compute = np.float32 if out_dtype == np.float16 else out_dtype
+            return cupy_erf(x.astype(compute, copy=False)).astype(out_dtype, copy=False)
         except ImportError:
             pass
     x = x.astype(np.float64)

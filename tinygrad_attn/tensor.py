@@ -685,7 +685,8 @@ def _coerce(x: Any, like: Tensor) -> Tensor:
             dt = _dtypes.default_float
         return Tensor._make(scalar_like(x, dt, like.data))
     if isinstance(x, (list, tuple)) or hasattr(x, "__array_priority__") or isinstance(x, np.generic):
-        return tensor(x, device=like.device, dtype=like.dtype if np.asarray(x).dtype.kind == "f" else None)
+        kind = x.dtype.kind if hasattr(x, "dtype") else np.asarray(x).dtype.kind  # a GPU array stays where it is
+        return tensor(x, device=like.device, dtype=like.dtype if kind == "f" else None)
     raise TypeError(f"cannot combine a Tensor with {type(x).__name__}")
 
 

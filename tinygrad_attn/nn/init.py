@@ -17,6 +17,7 @@ import math
 from typing import Any
 
 from .. import dtypes as _dtypes
+from ..backend import on_device_of
 from ..random import generator as _generator
 from ..tensor import Tensor
 
@@ -69,7 +70,8 @@ def _calculate_correct_fan(tensor: Tensor, mode: str) -> int:
 
 def _write(tensor: Tensor, values: Any) -> Tensor:
     """Copy ``values`` into the tensor's memory without recording a graph; bump its version counter."""
-    tensor.xp.copyto(tensor.data, values, casting="unsafe")
+    with on_device_of(tensor.data):
+        tensor.xp.copyto(tensor.data, values, casting="unsafe")
     tensor._version.value += 1
     return tensor
 
@@ -85,18 +87,20 @@ def _draw(tensor: Tensor, kind: str, generator: Any) -> Any:
 
 def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator: Any = None) -> Tensor:
     """Fill with U(a, b)."""
-    u = _draw(tensor, "uniform", generator)
-    u *= b - a
-    u += a
-    return _write(tensor, u)
+    with on_device_of(tensor.data):  # drawn and scaled on the tensor's GPU, not the current one
+        u = _draw(tensor, "uniform", generator)
+        u *= b - a
+        u += a
+        return _write(tensor, u)
 
 
 def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator: Any = None) -> Tensor:
     """Fill with N(mean, std^2)."""
-    z = _draw(tensor, "normal", generator)
-    z *= std
-    z += mean
-    return _write(tensor, z)
+    with on_device_of(tensor.data):
+        z = _draw(tensor, "normal", generator)
+        z *= std
+        z += mean
+        return _write(tensor, z)
 
 
 def constant_(tensor: Tensor, val: float) -> Tensor:

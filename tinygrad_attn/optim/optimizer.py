@@ -26,8 +26,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
+
 from ..autograd import enable_grad, no_grad
-from ..backend import Device, array_module, device_of, to_device
+from ..backend import Device, array_module, device_of, on_device_of, to_device
 from ..tensor import Tensor
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
@@ -117,7 +119,8 @@ class Optimizer:
                 if set_to_none:
                     p.grad = None
                 elif p.grad.grad_fn is None and getattr(p.grad.data.flags, "writeable", True):
-                    p.grad.data.fill(0)
+                    with on_device_of(p.grad.data):
+                        p.grad.data.fill(0)
                     p.grad._version.value += 1
                 else:  # a graph-attached or read-only gradient: replace it rather than write into it
                     p.grad = Tensor._make(array_module(p.grad.data).zeros_like(p.grad.data))
@@ -139,7 +142,11 @@ class Optimizer:
                     if g is None:
                         continue
                     self._check_grad(i, p, g)
-                    self._update(p.data, g.data, self.state[p], group)
+                    if type(p.data) is np.ndarray:
+                        self._update(p.data, g.data, self.state[p], group)
+                    else:  # on the parameter's GPU, not the current one
+                        with on_device_of(p.data):
+                            self._update(p.data, g.data, self.state[p], group)
                     p._version.value += 1  # graphs that saved this parameter must not backward through it
         return loss
 
