@@ -347,6 +347,17 @@ def test_reductions_over_empty_dims_match_pytorch_by_hand():
     assert x.grad.shape == (2, 0)
 
 
+@pytest.mark.parametrize("name", ["sum", "mean", "var", "std", "amax", "amin", "logsumexp"])
+def test_an_empty_tuple_of_dims_reduces_every_dim(name):
+    data = np.array([[1.0, 3.0, -2.0], [4.0, 2.0, 0.5]])
+    out = getattr(ta.tensor(data), name)(())
+    assert out.shape == ()
+    np.testing.assert_allclose(out.item(), getattr(ta.tensor(data.reshape(-1)), name)(0).item(), rtol=1e-6)
+    if name != "logsumexp":  # PyTorch's logsumexp fails on dim=()
+        torch = pytest.importorskip("torch")
+        np.testing.assert_allclose(out.item(), getattr(torch.tensor(data), name)(()).item(), rtol=1e-12)
+
+
 _EMPTY_MAX = [(name, d) for name in ("amax", "amin", "max", "min", "argmax", "argmin") for d in (1, -1, None)]
 
 

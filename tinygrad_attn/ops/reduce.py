@@ -101,9 +101,9 @@ class LogSumExp(Function):
 
 
 def _reduced_dims(x: Tensor, dim: Any, op: str) -> tuple[int, ...]:
-    """The dims to reduce over, sorted and non-negative. A 0-d tensor's dim 0 (or -1) is the tensor itself:
-    nothing to reduce over."""
-    dims = normalize_dims(dim, x.ndim, op)
+    """The dims to reduce over, sorted and non-negative. As in PyTorch, an empty tuple means every dim, and a 0-d
+    tensor's dim 0 (or -1) is the tensor itself: nothing to reduce over."""
+    dims = normalize_dims(None if isinstance(dim, (tuple, list)) and not dim else dim, x.ndim, op)
     return () if x.ndim == 0 else dims
 
 
