@@ -26,7 +26,7 @@ Where each part of the paper is implemented (``nn`` is ``tinygrad_attn.nn``, ``F
 §3.2.3 Applications of attention            encoder self-attention with a padding mask (``encode``); masked
                                             decoder self-attention (``tgt_is_causal``) and encoder-decoder
                                             attention (``memory_key_padding_mask``) in ``decode_hidden``
-§3.3   Position-wise feed-forward (2)        ``_Layer._ff_block``: ``linear2(relu(linear1(x)))``
+§3.3   Position-wise feed-forward (2)       ``_Layer._ff_block``: ``linear2(relu(linear1(x)))``
 §3.4   Embeddings and softmax               ``Transformer.embed`` (times sqrt(D)), ``Transformer.project``
                                             (the embedding matrix, tied)
 §3.5   Positional encoding                  ``nn.PositionalEncoding``, ``nn.positional.sinusoids``
@@ -76,7 +76,8 @@ import tinygrad_attn as ta
 import tinygrad_attn.functional as F
 from tinygrad_attn import Tensor, nn
 
-__all__ = ["PRESETS", "build_model", "count_parameters", "Transformer", "upgrade_state_dict", "OLD_NAMES"]
+__all__ = ["PRESETS", "build_model", "count_parameters", "Transformer", "upgrade_state_dict", "OLD_NAMES",
+           "upgrade_optimizer_state_dict"]
 
 # ---------------------------------------------------------------------------------------------------------
 # Presets. Parameter counts for a joint vocabulary of V = 8,000 (``count_parameters`` computes them for any
@@ -355,9 +356,9 @@ def upgrade_state_dict(state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
     """``state_dict`` with the old names of ``OLD_NAMES`` renamed (cross-attention's q_proj and kv_proj
     stacked into one ``in_proj``); returned as it is when it has none of them. Other keys are kept, and so
     is half of a q_proj/kv_proj pair (for ``load_state_dict`` to report)."""
-    layer_keys = [(key, m.group(1), m.group(2)) for key in state_dict if (m := _LAYER_KEY.match(key))]
-    if not any(name in _RENAMED or name in _STACKED_PART for _, _, name in layer_keys):
+    if not _has_old_names(state_dict):
         return state_dict
+    layer_keys = [(key, m.group(1), m.group(2)) for key in state_dict if (m := _LAYER_KEY.match(key))]
     out = {key: value for key, value in state_dict.items() if key not in {k for k, _, _ in layer_keys}}
     for key, prefix, name in layer_keys:
         if name in _RENAMED:
@@ -373,6 +374,69 @@ def upgrade_state_dict(state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
         else:
             out[key] = state_dict[key]
     return out
+
+
+# The old parameter order within a layer (the optimizer's state is keyed by position, not by name).
+_OLD_LAYER_ORDER = {
+    "encoder_layers": ["self_attn.qkv_proj", "self_attn.out_proj", "ffn.w_1", "ffn.w_2", "norm1", "norm2"],
+    "decoder_layers": ["self_attn.qkv_proj", "self_attn.out_proj", "cross_attn.q_proj", "cross_attn.kv_proj",
+                       "cross_attn.out_proj", "ffn.w_1", "ffn.w_2", "norm1", "norm2", "norm3"],
+}
+
+
+def _old_parameter_names(model: Transformer) -> list[str]:
+    """The parameter names of ``model``'s configuration as the old model listed them, in its order."""
+    names = ["embedding.weight"] + ([] if model.tie_embeddings else ["output_proj.weight"])
+    for stack, n in (("encoder_layers", model.n_encoder_layers), ("decoder_layers", model.n_decoder_layers)):
+        names += [f"{stack}.{i}.{part}.{kind}" for i in range(n) for part in _OLD_LAYER_ORDER[stack]
+                  for kind in ("weight", "bias")]
+    if model.norm_first:
+        names += ["encoder_norm.weight", "encoder_norm.bias", "decoder_norm.weight", "decoder_norm.bias"]
+    return names
+
+
+def upgrade_optimizer_state_dict(optimizer_state: dict[str, Any], saved_model_state: Mapping[str, Any],
+                                 model: Transformer) -> dict[str, Any]:
+    """An optimizer's ``state_dict`` saved with a model of the old names (``saved_model_state`` has them),
+    renumbered for ``model``'s parameters: old position -> old name -> new name -> new position, with the
+    state of cross-attention's q_proj and kv_proj stacked as their weights are (``upgrade_state_dict``).
+    Returned as it is when ``saved_model_state`` has the new names. For resuming an old run:
+    ``optimizer.load_state_dict(upgrade_optimizer_state_dict(saved.optimizer, saved.model, model))``."""
+    if not _has_old_names(saved_model_state):
+        return optimizer_state
+    groups = optimizer_state["param_groups"]
+    old_names = _old_parameter_names(model)
+    if len(groups) != 1 or len(groups[0]["params"]) != len(old_names):
+        raise ValueError(f"upgrade_optimizer_state_dict: expected one parameter group of {len(old_names)} "
+                         f"parameters (the old model's), got {[len(g['params']) for g in groups]}")
+    by_name = {old_names[position]: optimizer_state["state"].get(index, {})
+               for position, index in enumerate(groups[0]["params"])}
+    new_to_old = {new: old for old, new in _RENAMED.items()}
+    names = [name for name, _ in model.named_parameters()]
+    state: dict[int, dict[str, Any]] = {}
+    for position, name in enumerate(names):
+        m = _LAYER_KEY.match(name)
+        if m is None:
+            parts = [name]
+        elif m.group(2) in _STACKED:
+            parts = [m.group(1) + part for part in _STACKED[m.group(2)]]
+        else:
+            parts = [m.group(1) + new_to_old.get(m.group(2), m.group(2))]
+        entries = [by_name[part] for part in parts]
+        if not all(entries):  # no state yet (never stepped)
+            continue
+        state[position] = {key: np.concatenate([_array(e[key]) for e in entries]) if _is_array(value) else value
+                           for key, value in entries[0].items()}
+    return {"state": state, "param_groups": [{**groups[0], "params": list(range(len(names)))}]}
+
+
+def _has_old_names(state_dict: Mapping[str, Any]) -> bool:
+    return any((m := _LAYER_KEY.match(key)) and (m.group(2) in _RENAMED or m.group(2) in _STACKED_PART)
+               for key in state_dict)
+
+
+def _is_array(value: Any) -> bool:
+    return hasattr(value, "shape") and len(value.shape) > 0
 
 
 def _array(value: Any) -> np.ndarray:

@@ -14,7 +14,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygrad_attn as ta
-from models.transformer import OLD_NAMES, PRESETS, Transformer, build_model, count_parameters
+from models.transformer import (
+    OLD_NAMES,
+    PRESETS,
+    Transformer,
+    build_model,
+    count_parameters,
+    upgrade_optimizer_state_dict,
+)
 from tests.nn.reference import (
     as_float64,
     causal,
@@ -146,6 +153,25 @@ def test_embedding_is_scaled_tokens_plus_the_papers_positions():
         np.testing.assert_allclose(model.embed(ta.tensor(tokens)).numpy(), emb + table[:7], rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(model.embed(ta.tensor(tokens[:, :2]), offset=3).numpy(),
                                    emb[:, :2] + table[3:5], rtol=1e-6, atol=1e-6)
+
+
+def test_the_paper_table_names_code_that_exists():
+    """Every ``nn.X``, ``F.X``, ``Transformer.X`` or ``_Layer.X`` in the table at the top of models/transformer.py
+    names an attribute that exists (a renamed method must be renamed there too)."""
+    import re
+
+    import models.transformer as module
+    import tinygrad_attn.functional as F
+    from tinygrad_attn.nn.transformer import _Layer
+
+    names = re.findall(r"``((?:nn|F|Transformer|_Layer)\.[\w.]+)``", module.__doc__)
+    assert len(names) >= 10
+    roots = {"nn": nn, "F": F, "Transformer": Transformer, "_Layer": _Layer}
+    for name in names:
+        obj = roots[name.split(".")[0]]
+        for part in name.split(".")[1:]:
+            assert hasattr(obj, part), f"{name}: no {part}"
+            obj = getattr(obj, part)
 
 
 def test_bad_hyperparameters_are_named():
@@ -379,6 +405,35 @@ def test_an_incomplete_old_state_dict_is_reported_by_name():
     model = Transformer(V, d_model=8, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=12, norm_first=True)
     with pytest.raises(RuntimeError, match=r"(?s)Missing.*multihead_attn\.in_proj_weight.*Unexpected.*q_proj\.weight"):
         model.load_state_dict(old)
+
+
+def test_an_old_optimizer_state_is_renumbered_for_the_new_parameters():
+    """Adam's state is keyed by parameter position; an old run's positions follow the old parameter order
+    (that of ``_old_state_dict``). Each moment is filled with its old position, so where it lands shows."""
+    old = _old_state_dict(np.random.default_rng(9), 8, 12)
+    model = Transformer(V, d_model=8, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=12, norm_first=True)
+    optimizer = ta.optim.Adam(model.parameters())
+    group = {**optimizer.state_dict()["param_groups"][0], "params": list(range(len(old)))}
+    saved = {"state": {i: {"step": 3, "exp_avg": np.full(a.shape, float(i), np.float32),
+                           "exp_avg_sq": np.full(a.shape, i + 0.5, np.float32)} for i, a in enumerate(old.values())},
+             "param_groups": [group]}
+    optimizer.load_state_dict(upgrade_optimizer_state_dict(saved, old, model))
+    position = {name: float(i) for i, name in enumerate(old)}
+    params = dict(model.named_parameters())
+
+    def moment(name: str) -> np.ndarray:
+        return optimizer.state[params[name]]["exp_avg"].numpy()
+
+    np.testing.assert_array_equal(moment("encoder_layers.0.linear1.weight"),
+                                  position["encoder_layers.0.ffn.w_1.weight"])
+    np.testing.assert_array_equal(moment("decoder_layers.0.norm3.bias"), position["decoder_layers.0.norm3.bias"])
+    np.testing.assert_array_equal(moment("decoder_layers.0.multihead_attn.in_proj_weight"), np.repeat(
+        [position["decoder_layers.0.cross_attn.q_proj.weight"], position["decoder_layers.0.cross_attn.kv_proj.weight"]],
+        [8, 16])[:, None] * np.ones((1, 8)))
+    assert optimizer.state[params["decoder_layers.0.multihead_attn.in_proj_bias"]]["step"] == 3
+    assert len(optimizer.state) == len(params)
+    current = optimizer.state_dict()  # saved with the new names: passed through as it is
+    assert upgrade_optimizer_state_dict(current, model.state_dict(), model) is current
 
 
 # ---- gradients ---------------------------------------------------------------------------------------------

@@ -222,11 +222,11 @@ class MultiheadAttention(Module):
         rows = slice(first * e, (first + count) * e)
         if not self._qkv_same_embed_dim:
             weight = (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)[first]
-            return F.linear(x, weight, b[rows] if b is not None else None)
+            return F.linear(x, weight, _rows(b, rows) if b is not None else None)
         w = self.in_proj_weight
         if count == 3:  # the whole matrix: no slicing op at all
             return F.linear(x, w, b)
-        return F.linear(x, w[rows], b[rows] if b is not None else None)
+        return F.linear(x, _rows(w, rows), _rows(b, rows) if b is not None else None)
 
     def _in_projection(self, query: Tensor, key: Tensor, value: Tensor, same_qkv: bool, same_kv: bool,
                        seq_first: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -252,11 +252,19 @@ class MultiheadAttention(Module):
         tensors (N, H, T, d_head), views of x: feature c E + i d_head + j is head i's feature j of
         projection c."""
         a, b = x.shape[0], x.shape[1]  # (T, N) or (N, T)
+        if count == 1:
+            x = x.reshape(a, b, self.num_heads, self.head_dim)  # (T or N, N or T, H, d_head)
+            return (x.permute(1, 2, 0, 3) if seq_first else x.permute(0, 2, 1, 3),)  # (N, H, T, d_head)
         x = x.reshape(a, b, count, self.num_heads, self.head_dim)  # (T or N, N or T, count, H, d_head)
         x = x.permute(2, 1, 3, 0, 4) if seq_first else x.permute(2, 0, 3, 1, 4)  # (count, N, H, T, d_head)
-        if count == 1:
-            return (x.squeeze(0),)
         return tuple(x[c] for c in range(count))
+
+
+def _rows(t: Tensor, rows: slice) -> Tensor:
+    """``t[rows]``; when no gradient can flow (decoding under no_grad), a plain view with no op recorded."""
+    if is_grad_enabled() and t.requires_grad:
+        return t[rows]
+    return Tensor._make(t.data[rows])
 
 
 def _as_mask(mask: Tensor, name: str, like: Tensor) -> Tensor:
@@ -300,16 +308,17 @@ def _merge_masks(attn_mask: Tensor | None, key_padding_mask: Tensor | None, is_c
         if tuple(m.shape) != (n, src_len):
             raise ValueError(f"MultiheadAttention: key_padding_mask must have shape (N, S) = ({n}, {src_len}), "
                              f"got {tuple(m.shape)}")
-        masks.append(m.reshape(n, 1, 1, src_len))
+        masks.append(Tensor._make(m.data.reshape(n, 1, 1, src_len)) if m.dtype.kind == "b" else
+                     m.reshape(n, 1, 1, src_len))
     if not masks:
         return None, is_causal
     if is_causal and attn_mask is None:  # query i may not see keys j > i
         masks.append(Tensor._make(q.xp.triu(q.xp.ones((tgt_len, src_len), dtype=bool), 1)))
     if all(m.dtype.kind == "b" for m in masks):  # stay boolean: allowed = not any of the "forbidden" masks
-        allowed = ~masks[0]
+        forbidden = masks[0].data  # (boolean masks carry no gradient: plain array operations)
         for m in masks[1:]:
-            allowed = allowed & ~m
-        return allowed, False
+            forbidden = forbidden | m.data
+        return Tensor._make(~forbidden), False
     total = None  # some mask is float: add them all, a boolean True becoming -inf
     for m in masks:
         term = m if m.dtype.kind == "f" else Tensor._make(q.xp.where(m.data, -math.inf, 0.0).astype(q.dtype))

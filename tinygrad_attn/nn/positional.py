@@ -69,8 +69,9 @@ class PositionalEncoding(Module):
         if end > self.pe.shape[0]:  # a longer sequence than seen so far: extend the table
             table = sinusoids(max(end, 2 * self.pe.shape[0]), self.d_model, self.pe.dtype)
             self.pe = Tensor._make(to_device(table, self.pe.device))
-        pe = self.pe[start:end]
-        pe = pe.unsqueeze(0) if self.batch_first else pe.unsqueeze(1)
+        pe = Tensor._make(self.pe.data[start:end])  # a view of the table (a buffer: no gradient)
+        if not self.batch_first:  # (S, 1, d_model) against (S, N, d_model); batch first broadcasts as it is
+            pe = pe.unsqueeze(1)
         return self.dropout(x + pe.to(x.dtype))
 
     def extra_repr(self) -> str:

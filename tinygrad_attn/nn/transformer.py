@@ -41,7 +41,6 @@ from .kv_cache import DecoderCache, KVCache
 from .linear import Linear
 from .module import Module, ModuleList
 from .normalization import LayerNorm
-from .positional import PositionalEncoding  # noqa: F401  (its home before nn.positional; kept importable here)
 
 
 def generate_square_subsequent_mask(sz: int, device: Any = None, dtype: Any = None) -> Tensor:
