@@ -21,7 +21,7 @@ import numpy as np
 
 from . import autograd
 from . import dtypes as _dtypes
-from .backend import Device, array_module, device, device_of, module_for, scalar_like, to_device
+from .backend import Device, array_module, device, device_of, module_for, on_device_of, scalar_like, to_device
 
 
 class Tensor:
@@ -618,8 +618,13 @@ def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool
     dt = _dtypes.to_dtype(dtype) if dtype is not None else None
     if hasattr(data, "__array_priority__") and hasattr(data, "shape"):  # a NumPy or CuPy array
         target = _dev(device) if device is not None else device_of(data)
-        arr = to_device(data, target)
-        arr = arr.astype(dt) if dt is not None else arr.copy()
+        moved = to_device(data, target)
+        fresh = moved is not data  # already a copy of its own
+        with on_device_of(moved):  # a copy lands on the current device: make it the target
+            if dt is not None:
+                arr = moved.astype(dt, copy=not fresh)
+            else:
+                arr = moved if fresh else moved.copy()
     else:
         target = _dev(device)
         host = np.asarray(data)

@@ -252,7 +252,8 @@ class Optimizer:
         if arr.dtype.kind == "f" and arr.shape != p.shape:
             raise ValueError(f"{self._name}.load_state_dict: state '{name}' of parameter {index} has shape "
                              f"{tuple(arr.shape)}, but the parameter has shape {tuple(p.shape)}")
-        return Tensor._make(arr.astype(p.dtype if arr.dtype.kind == "f" else arr.dtype, copy=True))
+        with on_device_of(arr):
+            return Tensor._make(arr.astype(p.dtype if arr.dtype.kind == "f" else arr.dtype, copy=True))
 
     def __repr__(self) -> str:
         lines = [f"{self._name} ("]
