@@ -2,9 +2,9 @@
 
 NumPy runs matrix products on every core (OpenBLAS threads) but everything else (softmax, layer norm,
 dropout, Adam, the Python that drives the graph) on one, so two cores do not make a step twice as fast,
-while two single-threaded processes keep both cores busy all the time (docs/experiments.md has the
-measurements). This module turns that into faster training of *one* model, the way PyTorch's
-DistributedDataParallel does on GPUs:
+while two single-threaded processes run all of their work, BLAS or not, on both cores at once
+(docs/experiments.md has the measurements). This module turns that into faster training of *one* model,
+the way PyTorch's DistributedDataParallel does on GPUs:
 
 - the batch is cut into ``workers`` parts of about equal token counts (``Batch.split``);
 - every process computes the gradient of its part, with one BLAS thread, at the same time;
