@@ -65,7 +65,7 @@ TestFlatten = op_tests(lambda x, **kw: x.flatten(**kw), _flatten_ref, _flatten_i
 
 @st.composite
 def _two_dims(draw: st.DrawFn) -> Case:
-    x = draw(arrays(shapes(min_dims=1)))
+    x = draw(arrays(shapes()))  # a 0-d tensor too: dims 0 and -1
     return case(x, dim0=draw(dim(x.ndim)), dim1=draw(dim(x.ndim)))
 
 
@@ -73,7 +73,8 @@ def _transpose(x, dim0, dim1):
     return x.transpose(dim0, dim1)
 
 
-TestTranspose = op_tests(_transpose, lambda x, dim0, dim1: np.swapaxes(x, dim0, dim1), _two_dims(), torch_fn=_transpose)
+TestTranspose = op_tests(_transpose, lambda x, dim0, dim1: np.swapaxes(x, dim0, dim1) if x.ndim else x, _two_dims(),
+                        torch_fn=_transpose)
 
 
 @st.composite
@@ -191,7 +192,9 @@ def _chunk_inputs(draw: st.DrawFn) -> Case:
 
 
 def _chunk_ref(x, chunks, dim):
-    return _split_ref(x, max(1, -(-x.shape[dim] // chunks)), dim)  # an empty dim: one empty chunk
+    if x.shape[dim] == 0:  # PyTorch: ``chunks`` empty pieces
+        return (x,) * chunks
+    return _split_ref(x, -(-x.shape[dim] // chunks), dim)
 
 
 TestChunk = op_tests(lambda x, chunks, dim: ta.chunk(x, chunks, dim), _chunk_ref, _chunk_inputs(),
@@ -614,3 +617,28 @@ def test_mixed_int_and_array_indexing_matches_torch(index):
     z[index] = ta.tensor(g)
     tz[_to_torch_index(torch, index)] = torch.tensor(g)
     np.testing.assert_array_equal(z.numpy(), tz.numpy())
+
+
+# ---- 0-d tensors and empty dims, written out by hand -------------------------------------------------------------
+
+def test_0d_tensor_transpose_and_gather_as_pytorch():
+    x = ta.tensor(2.5, dtype=ta.float64, requires_grad=True)
+    assert x.transpose(0, -1).shape == () and x.transpose(0, -1).item() == 2.5
+    y = x.gather(0, ta.tensor(0))
+    assert y.shape == () and y.item() == 2.5
+    z = x.gather(-1, ta.tensor([0, 0, 0]))
+    np.testing.assert_array_equal(z.numpy(), [2.5, 2.5, 2.5])
+    (y + z.sum()).backward()
+    assert x.grad.item() == 4.0
+    with pytest.raises(IndexError, match="gather.*size 1"):
+        x.gather(0, ta.tensor(1))
+    with pytest.raises(IndexError, match="transpose: dim 1 is out of range"):
+        x.transpose(0, 1)
+
+
+def test_empty_dims_chunk_and_empty_index_lists_as_pytorch():
+    x = ta.zeros(2, 0, requires_grad=True)
+    assert [tuple(p.shape) for p in x.chunk(3, 1)] == [(2, 0)] * 3  # PyTorch: `chunks` empty pieces
+    assert x[:, []].shape == (2, 0)  # [] is an empty list of indices
+    y = ta.tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert y[[]].shape == (0, 2) and y[[], 1].shape == (0,)

@@ -259,6 +259,8 @@ def _normalize_index(x: Tensor, index: Any) -> Any:
                 raise RuntimeError(f"getitem: the index is on {device_of(i)} but the tensor is on {x.device}")
         elif isinstance(i, (list, tuple)) or (hasattr(i, "__array_priority__") and hasattr(i, "dtype")):
             i = x.xp.asarray(_move(i, x.device) if hasattr(i, "dtype") else i)
+            if i.size == 0 and i.dtype.kind == "f":  # [] is an empty list of indices, not of floats
+                i = i.astype(x.xp.int64)
             if i.dtype.kind not in "iub":
                 raise IndexError(f"getitem: arrays used as indices must be integer or boolean, got {i.dtype}")
         elif hasattr(i, "__index__") and not isinstance(i, (int, slice)) and i is not None and i is not Ellipsis:
@@ -299,6 +301,8 @@ def permute(x: Tensor, dims: Sequence[int]) -> Tensor:
 def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
     dims = list(range(x.ndim))
     a, b = normalize_dim(dim0, x.ndim, "transpose"), normalize_dim(dim1, x.ndim, "transpose")
+    if x.ndim == 0:  # dims 0 and -1 of a 0-d tensor: nothing to swap
+        return x
     dims[a], dims[b] = dims[b], dims[a]
     return permute(x, dims)
 
@@ -386,10 +390,13 @@ def split(x: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) 
 
 
 def chunk(x: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
-    """Split into ``chunks`` pieces of size ceil(n / chunks) (the last may be smaller)."""
+    """Split into ``chunks`` pieces of size ceil(n / chunks) (the last may be smaller); an empty dim gives
+    ``chunks`` empty pieces, as in PyTorch."""
     if chunks <= 0:
         raise ValueError(f"chunk: chunks must be positive, got {chunks}")
     n = x.shape[normalize_dim(dim, x.ndim, "chunk")]
+    if n == 0:
+        return split(x, [0] * chunks, dim)
     return split(x, max(1, -(-n // chunks)), dim)
 
 
@@ -437,6 +444,8 @@ def copy_into(x: Tensor, value: Tensor) -> Tensor:
 def gather(x: Tensor, dim: int, index: Tensor) -> Tensor:
     """``out[i][j][k] = x[i][index[i][j][k]][k]`` for dim=1 (PyTorch's gather). Backward scatter-adds."""
     d = normalize_dim(dim, x.ndim, "gather")
+    if x.ndim == 0 and isinstance(index, Tensor):  # a 0-d tensor is a row of one (dim 0 or -1)
+        return reshape(gather(reshape(x, (1,)), 0, reshape(index, (-1,))), tuple(index.shape))
     if not isinstance(index, Tensor) or index.dtype.kind not in "iu":
         raise TypeError("gather: index must be an integer tensor")
     if index.ndim != x.ndim:
