@@ -57,11 +57,11 @@ def _probabilities(q: Any, k: Any, mask: Any, is_causal: bool, scale: float) -> 
     if is_causal:
         xp.copyto(s, -math.inf, where=~_causal(xp, *s.shape[-2:]))
     m = s.max(axis=-1, keepdims=True)
-    m[~xp.isfinite(m)] = 0  # a row that may attend nowhere stays at -inf instead of becoming nan...
+    xp.copyto(m, 0, where=~xp.isfinite(m))  # a row that may attend nowhere stays at -inf, not nan...
     s -= m
     xp.exp(s, out=s)
     total = s.sum(axis=-1, keepdims=True)
-    total[total == 0] = 1  # ...and its probabilities are 0 / 1 = 0
+    xp.copyto(total, 1, where=total == 0)  # ...and its probabilities are 0 / 1 = 0
     s /= total
     return s
 

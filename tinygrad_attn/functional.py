@@ -309,15 +309,13 @@ def _scatter_add_rows(z: Any, ids: Any, rows: Any) -> None:
     """z[ids[i]] += rows[i] in place, repeated ids accumulating.
 
     NumPy's ``add.at`` does exactly this, slowly; sorting the ids and summing each run of equal ids with one
-    ``add.reduceat`` is faster (benchmarks/fused.py measures the embedding). CuPy adds with atomics.
+    ``add.reduceat`` is faster (benchmarks/fused.py measures the embedding).
     """
     xp = _xp(z)
     if ids.size == 0:
         return
     if xp.__name__ != "numpy":
-        import cupyx
-
-        cupyx.scatter_add(z, ids, rows)
+        xp.add.at(z, ids, rows)  # CuPy's scatter-add, with atomics
         return
     order = xp.argsort(ids, kind="stable")
     sorted_ids = ids[order]

@@ -27,7 +27,7 @@ from typing import Any
 
 from .autograd import Function
 from .backend import array_module as _xp
-from .backend import row_blocks
+from .backend import on_device_of, row_blocks
 from .ops.linalg import matmul
 from .ops.movement import IndexAdd, reshape
 from .ops.shapes import broadcast_shape
@@ -60,7 +60,7 @@ class CrossEntropy(Function):
         for b in blocks:
             xb, shifted = x[b], buffer[: b.stop - b.start]
             mb = xb.max(axis=1)
-            mb[~xp.isfinite(mb)] = 0  # a row of -inf logits must not give inf - inf
+            xp.copyto(mb, 0, where=~xp.isfinite(mb))  # a row of -inf logits must not give inf - inf
             xp.subtract(xb, mb[:, None], out=shifted)
             if e:  # sum_c w_c (x_c - m), for the smoothing term
                 smooth[b] = shifted.sum(axis=1) if class_weight is None else shifted @ class_weight
@@ -71,7 +71,7 @@ class CrossEntropy(Function):
         picked = x[xp.arange(n_rows), target] - m  # x_t - m
         loss = (log_total - picked) * (row_weight * (1 - e))  # -log p_t = logsumexp(x) - x_t
         if e:
-            total_weight = n_classes if class_weight is None else float(class_weight.sum())
+            total_weight = n_classes if class_weight is None else class_weight.sum()  # stays on the device
             # -sum_c w_c log p_c = sum_c w_c (logsumexp(x) - x_c)
             loss += (total_weight * log_total - smooth) * (row_valid * (e / n_classes))
             self.total_weight = total_weight
@@ -104,7 +104,7 @@ class CrossEntropyBackward(Function):
     s_i sum_c(u w); and only p depends on x: d/dx = softmax's backward applied to u * c a (``SoftmaxBackward``).
     """
 
-    def forward(self, g: Any, x: Any, scale: float, target: Any, t_coef: Any, spread: Any, p_coef: Any,
+    def forward(self, g: Any, x: Any, scale: Any, target: Any, t_coef: Any, spread: Any, p_coef: Any,
                 class_weight: Any, log_p_shift: Any) -> Any:
         xp = _xp(x)
         n_rows, n_classes = x.shape
@@ -137,9 +137,9 @@ class CrossEntropyBackward(Function):
             if self.spread is not None:
                 spread_u = u.sum(-1) if self.class_weight is None else matmul(u, Tensor._make(self.class_weight))
                 per_row = per_row - spread_u * Tensor._make(self.spread)
-            dg = (per_row if g.ndim else per_row.sum()) * self.scale
+            dg = (per_row if g.ndim else per_row.sum()) * Tensor._make(self.scale)
         if self.needs_input_grad[1]:
-            c_a = g * self.scale * Tensor._make(self.p_coef)
+            c_a = g * Tensor._make(self.scale * self.p_coef)
             dx = SoftmaxBackward.apply(u * reshape(c_a, (n_rows, 1)), p, dim=1)
         return dg, dx
 
@@ -156,26 +156,28 @@ class NLLLoss(Function):
         return out
 
     def backward(self, g: Tensor) -> Tensor:
-        per_row = (g * self.scale) * Tensor._make(-self.row_weight)
+        per_row = g * Tensor._make(-self.scale * self.row_weight)
         rows = g.xp.arange(self.shape[0])
         return IndexAdd.apply(per_row, shape=self.shape, index=(rows, self.target))
 
 
-def _reduce_rows(loss: Any, row_weight: Any, reduction: str) -> tuple[Any, float]:
+def _reduce_rows(loss: Any, row_weight: Any, reduction: str) -> tuple[Any, Any]:
     """Apply the reduction to per-row losses; also return the factor d(result)/d(row loss) of "mean"/"sum".
 
     "mean" divides by the total weight of the rows that count (their number, without class weights); when
-    none counts the loss is nan, as in PyTorch, but the gradient is 0, not nan: the factor is then 0.
+    none counts the loss is nan, as in PyTorch, but the gradient is 0, not nan: the factor is then 0. The
+    factor is a 0-d array on the loss's device (nothing is read back to the host).
     """
+    xp = _xp(loss)
     if reduction == "none":
-        return loss, 1.0
+        return loss, xp.ones((), dtype=loss.dtype)
     total = loss.sum()
     if reduction == "sum":
-        return total, 1.0
-    denominator = float(row_weight.sum())
-    if denominator == 0:
-        return total * math.nan, 0.0
-    return total * (1.0 / denominator), 1.0 / denominator
+        return total, xp.ones((), dtype=loss.dtype)
+    denominator = row_weight.sum()
+    none_counts = denominator == 0
+    scale = xp.where(none_counts, 0, 1 / xp.where(none_counts, 1, denominator)).astype(loss.dtype)
+    return xp.where(none_counts, math.nan, total * scale).astype(loss.dtype), scale
 
 
 def _check_reduction(op: str, reduction: str) -> None:
@@ -214,24 +216,25 @@ def _class_targets(op: str, input: Tensor, target: Tensor, weight: Tensor | None
         raise ValueError(f"{op}: input of shape {tuple(input.shape)} has no classes")
     xp = input.xp
     x = reshape(input, (input.numel() // n_classes, n_classes))
-    t = target.data.reshape(-1)
-    valid = t != ignore_index
-    safe = xp.where(valid, t, 0)
-    bad = (safe < 0) | (safe >= n_classes)
-    if bad.any():
-        value = int(t[xp.flatnonzero(bad)[0]])
-        raise IndexError(f"{op}: target {value} is out of bounds for {n_classes} classes "
-                         f"(and is not ignore_index={ignore_index})")
-    row_valid = valid.astype(input.dtype)
-    w = None
-    if weight is not None:
-        if not isinstance(weight, Tensor) or tuple(weight.shape) != (n_classes,):
-            shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
-            raise ValueError(f"{op}: weight must be a tensor of shape ({n_classes},), one per class, got {shape}")
-        if weight.device != input.device:
-            raise RuntimeError(f"{op}: weight is on {weight.device} but input is on {input.device}")
-        w = weight.data.astype(input.dtype, copy=False)  # a constant: no gradient flows to it, as in PyTorch
-    row_weight = row_valid if w is None else w[safe] * row_valid
+    with on_device_of(input.data):  # the arrays below are made on the input's device
+        t = target.data.reshape(-1)
+        valid = t != ignore_index
+        safe = xp.where(valid, t, 0)
+        bad = (safe < 0) | (safe >= n_classes)
+        if bad.any():
+            value = int(t[xp.flatnonzero(bad)[0]])
+            raise IndexError(f"{op}: target {value} is out of bounds for {n_classes} classes "
+                             f"(and is not ignore_index={ignore_index})")
+        row_valid = valid.astype(input.dtype)
+        w = None
+        if weight is not None:
+            if not isinstance(weight, Tensor) or tuple(weight.shape) != (n_classes,):
+                shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+                raise ValueError(f"{op}: weight must be a tensor of shape ({n_classes},), one per class, got {shape}")
+            if weight.device != input.device:
+                raise RuntimeError(f"{op}: weight is on {weight.device} but input is on {input.device}")
+            w = weight.data.astype(input.dtype, copy=False)  # a constant: no gradient flows to it, as in PyTorch
+        row_weight = row_valid if w is None else w[safe] * row_valid
     return x, safe, row_weight, row_valid, w
 
 
