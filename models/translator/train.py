@@ -43,7 +43,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 import tinygrad_attn as ta
-from models.transformer import Transformer
+from models.transformer import Transformer, upgrade_optimizer_state_dict
 from models.translator import checkpoints as ckpt
 from models.translator import config as cfg
 from models.translator.batching import Batch, TokenBatcher
@@ -253,7 +253,8 @@ class _Run:
                 raise ckpt.CheckpointError(f"cannot resume from {saved.path}: it holds no optimizer or schedule "
                                            "state (an averaged or exported checkpoint?)")
             self.model.load_state_dict(saved.model)
-            self.optimizer.load_state_dict(saved.optimizer)
+            # A run saved before the model took tinygrad_attn.nn's blocks names its parameters the old way.
+            self.optimizer.load_state_dict(upgrade_optimizer_state_dict(saved.optimizer, saved.model, self.model))
             self.scheduler.load_state_dict(saved.scheduler)
             if saved.rng is not None:
                 ta.random.set_rng_state(saved.rng)
