@@ -24,14 +24,18 @@ wrapper whose ``__array__`` raises cannot be converted behind our back. The pric
 module namespace and the array methods are forwarded to NumPy, unwrapping arguments and wrapping results.
 
 ``register()`` adds the backend to ``tinygrad_attn.backend.BACKENDS`` (tests/conftest.py does it for the
-session): it is never a user device.
+session): it is never a user device. Without CuPy installed it also provides a ``cupyx`` holding only
+``scatter_add``, for code that imports it on the device path.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import operator
+import sys
 import traceback
+import types
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -90,8 +94,8 @@ ushort vander var vdot vectorize vsplit vstack where who zeros zeros_like
 NDARRAY_ATTRS = frozenset("""
 T mT all any argmax argmin argpartition argsort astype base choose clip compress conj conjugate copy cumprod
 cumsum device diagonal dot dtype dump dumps fill flags flat flatten get imag item itemsize max mean min
-nbytes ndim nonzero partition prod ptp put ravel real reduced_view repeat reshape round set shape size sort
-squeeze std strides sum swapaxes take tobytes tofile tolist trace transpose var view
+nbytes ndim nonzero partition prod ptp put ravel real reduced_view repeat reshape round scatter_add set shape
+size sort squeeze std strides sum swapaxes take tobytes tofile tolist trace transpose var view
 """.split())
 
 # Functions whose output size depends on the values: CuPy must read the data on the host to allocate it.
@@ -289,6 +293,8 @@ class StrictArray:
             return self._get
         if name == "set":
             return self._set
+        if name == "scatter_add":
+            return self._scatter_add
         if name in ("item", "tolist", "nonzero"):
             _read(f"ndarray.{name}")
         value = getattr(self._a, name)
@@ -315,6 +321,12 @@ class StrictArray:
 
     def _set(self, arr: np.ndarray, stream: Any = None) -> None:
         np.copyto(self._a, arr)
+
+    def _scatter_add(self, slices: Any, value: Any) -> None:
+        seen: list[StrictArray] = [self]
+        k, v = _unwrap(slices, seen, True, "scatter_add"), _unwrap(value, seen, False, "scatter_add")
+        _check_device(seen, "ndarray.scatter_add")
+        np.add.at(self._a, k, v)
 
     # ---- conversion to the host: refused implicitly, counted explicitly -----------------------------------
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
@@ -659,6 +671,19 @@ class StrictBackend(_backend.Backend):
 BACKEND = StrictBackend()
 
 
+def _scatter_add(a: Any, slices: Any, value: Any) -> None:
+    """``cupyx.scatter_add``: ``a[slices] += value`` with repeated indices accumulating."""
+    if not isinstance(a, StrictArray):
+        raise TypeError(f"cupyx.scatter_add: Unsupported type {type(a)}")
+    a.scatter_add(slices, value)
+
+
 def register() -> None:
-    """Make ``"strict"`` (and ``"strict:1"``, ...) a device for the rest of the process."""
+    """Make ``"strict"`` (and ``"strict:1"``, ...) a device for the rest of the process. Where CuPy is not
+    installed, a ``cupyx`` module with CuPy's ``scatter_add`` (and nothing else: no ``cupyx.scipy``) stands in for
+    code that imports it on its device path."""
     _backend.BACKENDS.setdefault("strict", BACKEND)
+    if "cupyx" not in sys.modules and importlib.util.find_spec("cupyx") is None:
+        cupyx = types.ModuleType("cupyx", "the strict stand-in's cupyx (tests/strict_device.py)")
+        cupyx.scatter_add = _scatter_add  # type: ignore[attr-defined]
+        sys.modules["cupyx"] = cupyx
