@@ -852,6 +852,19 @@ def test_fully_masked_rows_give_zeros_not_nan(kind: str) -> None:
                 [leaf(t.numpy()) for t in (q, k, v)])
 
 
+@pytest.mark.parametrize("n_queries, n_keys", [(3, 0), (0, 3), (0, 0)])
+def test_attention_with_no_queries_or_no_keys(n_queries: int, n_keys: int) -> None:
+    """Empty sequences work as in PyTorch: no keys gives zeros (a softmax over nothing attends nowhere)."""
+    q, k, v = leaf(np.ones((2, n_queries, 4))), leaf(np.ones((2, n_keys, 4))), leaf(np.ones((2, n_keys, 5)))
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=n_queries == n_keys)
+    assert out.shape == (2, n_queries, 5)
+    np.testing.assert_array_equal(out.numpy(), 0)
+    out.backward(ta.tensor(np.ones(out.shape)))
+    for t in (q, k, v):
+        assert t.grad.shape == t.shape and not t.grad.numpy().any()
+    assert F.attention_weights(q, k).shape == (2, n_queries, n_keys)
+
+
 def test_attention_dropout_is_applied_to_the_probabilities_and_seeded() -> None:
     rng = np.random.default_rng(13)
     q, k, v = rng.standard_normal((2, 6, 4)), rng.standard_normal((2, 7, 4)), rng.standard_normal((2, 7, 3))

@@ -56,6 +56,8 @@ def _probabilities(q: Any, k: Any, mask: Any, is_causal: bool, scale: float) -> 
             s += mask
     if is_causal:
         xp.copyto(s, -math.inf, where=~_causal(xp, *s.shape[-2:]))
+    if s.shape[-1] == 0:  # no keys: nothing to attend to, the output is zeros (as PyTorch's)
+        return s
     m = s.max(axis=-1, keepdims=True)
     xp.copyto(m, 0, where=~xp.isfinite(m))  # a row that may attend nowhere stays at -inf, not nan...
     s -= m
