@@ -128,8 +128,8 @@ def third_derivative_check(fn: Callable[..., ta.Tensor], inputs: list[ta.Tensor]
     ta.gradgradcheck(first_derivative, inputs, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["softmax dim -1", "log_softmax dim 1", "layer_norm affine", "cross_entropy smoothed weighted sum",
-                                  "attention float mask"])
+@pytest.mark.parametrize("name", ["softmax dim -1", "log_softmax dim 1", "layer_norm affine",
+                                  "cross_entropy smoothed weighted sum", "attention float mask"])
 def test_third_derivatives(name: str) -> None:
     fn, inputs = CASES[name]
     third_derivative_check(fn, [ta.tensor(t.numpy(), requires_grad=True) for t in inputs])
