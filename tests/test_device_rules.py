@@ -52,9 +52,6 @@ def test_a_training_step_runs_on_the_second_device():
         assert p.device == "strict:1" and p.data.device.id == 1 and p.grad.data.device.id == 1
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="losses.py _class_targets computes on the target's array "
-                   "(t != ignore_index, ...) outside Function.apply, so outside the array's device: on cuda:1 that "
-                   "launches on GPU 0 (engineer B: enter backend.on_device_of(input.data) there)")
 def test_cross_entropy_runs_on_the_second_device():
     x = ta.randn(5, 3, device="strict:1", requires_grad=True)
     F.cross_entropy(x, ta.tensor([0, 1, 2, 0, 1], device="strict:1")).backward()
@@ -121,11 +118,9 @@ def test_host_reads_of_an_mlp_training_step_are_zero():
         assert reads.count == 0, reads
 
 
-@pytest.mark.xfail(strict=True, reason="cross_entropy reads from the device 3 times per call: losses.py:221 "
-                   "'if bad.any()' (check targets where they are still on the host, or on the device without a "
-                   "read), losses.py:63 'mb[~xp.isfinite(mb)] = 0' (a boolean-mask write: use xp.where / "
-                   "xp.copyto(where=)), losses.py:175 'float(row_weight.sum())' (keep the denominator on the "
-                   "device) -- engineer B")
+@pytest.mark.xfail(strict=True, reason="cross_entropy reads from the device once per call: losses.py:224 "
+                   "'if bad.any()', the out-of-range target check (check the targets where they are still on the "
+                   "host, or without a read) -- engineer B")
 def test_host_reads_of_an_mlp_training_step_with_cross_entropy_are_zero():
     y = ta.tensor([0, 1, 2, 3, 0, 1, 2, 3], device="strict")
     for reads in _mlp_step_reads(lambda out: F.cross_entropy(out, y, label_smoothing=0.1)):
