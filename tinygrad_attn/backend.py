@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+_NOTHING_TO_ENTER = contextlib.nullcontext()  # reusable: the CPU has no current device to switch
+
 
 @dataclass(frozen=True)
 class Device:
@@ -106,7 +108,7 @@ class Backend:
     def on(self, index: int | None) -> Any:
         """A context manager making device ``index`` current, so that what runs inside allocates and launches
         there (a GPU library computes on its current device, whatever device the arrays live on)."""
-        return contextlib.nullcontext()
+        return _NOTHING_TO_ENTER
 
 
 class NumPyBackend(Backend):
@@ -222,7 +224,7 @@ def to_device(array: Any, target: Device) -> Any:
 def on_device_of(array: Any) -> Any:
     """A context manager making ``array``'s device current (nothing to do for a NumPy array)."""
     if isinstance(array, np.ndarray):
-        return contextlib.nullcontext()
+        return _NOTHING_TO_ENTER
     backend = backend_of(array)
     return backend.on(backend.index_of(array))
 
