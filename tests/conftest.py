@@ -14,6 +14,9 @@ The ``device`` fixture runs a test once per backend: ``"cpu"`` always, ``"strict
 stand-in for a CuPy GPU, tests/strict_device.py: NumPy inside, CuPy's rules outside, host reads counted), and
 ``"cuda"`` when ``ta.cuda.is_available()``; otherwise the cuda run is skipped with the reason.
 
+``TINYGRAD_ATTN_REQUIRE_CUDA=1`` is for GPU runs: without a usable CUDA device the session fails up front
+instead of skipping every cuda test.
+
 PyTorch is an optional oracle: locally, the parity tests skip without it (``pytest.importorskip("torch")``).
 On CI (the environment variable ``CI`` is ``true``) a missing or broken torch stops the session before any
 test runs, so the parity tests can never pass CI by skipping.
@@ -40,7 +43,14 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """On CI, fail the session up front when ``import torch`` fails, instead of skipping every parity test."""
+    """On CI, fail the session up front when ``import torch`` fails, instead of skipping every parity test. With
+    ``TINYGRAD_ATTN_REQUIRE_CUDA=1`` (a GPU run), fail it when there is no usable CUDA device, instead of skipping
+    every CUDA test."""
+    if os.environ.get("TINYGRAD_ATTN_REQUIRE_CUDA", "") == "1" and not ta.cuda.is_available():
+        try:
+            ta.tensor([0.0], device="cuda")
+        except RuntimeError as e:
+            raise pytest.UsageError(f"TINYGRAD_ATTN_REQUIRE_CUDA=1 but CUDA cannot be used: {e}") from e
     if os.environ.get("CI", "").lower() not in ("true", "1"):
         return
     try:
