@@ -1,6 +1,7 @@
-"""The core on a GPU-like device, on the strict stand-in (tests/strict_device.py): raw device arrays mixed with
-tensors, a second device ("strict:1": everything must run on the array's own device, as on cuda:1), random
-state that resumes exactly on every device, and the host reads of a training step (pinned at zero)."""
+"""The core on a GPU-like device, on the strict stand-in (tests/strict_device.py) and, where there is one, on CUDA:
+raw device arrays mixed with tensors, a second device ("strict:1", "cuda:1": everything must run on the array's
+own device), random state that resumes exactly on every device, and the host reads of a training step (pinned at
+zero, on the stand-in, which counts them)."""
 
 from __future__ import annotations
 
@@ -10,65 +11,85 @@ import pytest
 import tinygrad_attn as ta
 import tinygrad_attn.functional as F
 from tests.strict_device import StrictArray, host_reads
-from tests.strict_device import xp as strict_xp
 from tinygrad_attn import nn
 
 
+def _cuda_count() -> int:
+    if not ta.cuda.is_available():
+        return 0
+    import cupy
+
+    return int(cupy.cuda.runtime.getDeviceCount())
+
+
+GPUS = _cuda_count()
+ONE_GPU = pytest.mark.skipif(GPUS < 1, reason="no CUDA device: CuPy is not installed or no GPU was found")
+TWO_GPUS = pytest.mark.skipif(GPUS < 2, reason="fewer than two CUDA devices")
+DEVICES = ["strict", pytest.param("cuda", marks=ONE_GPU)]
+SECOND_DEVICES = ["strict:1", pytest.param("cuda:1", marks=TWO_GPUS)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("order", ["tensor first", "array first"])
-def test_a_raw_device_array_mixes_with_a_device_tensor(order):
-    t = ta.tensor([1.0, 2.0], device="strict")
-    a = strict_xp.asarray(np.array([10.0, 20.0], dtype=np.float32))
+def test_a_raw_device_array_mixes_with_a_device_tensor(order, device):
+    t = ta.tensor([1.0, 2.0], device=device)
+    a = ta.tensor([10.0, 20.0], device=device).data  # a raw cupy.ndarray (or strict array)
     out = t + a if order == "tensor first" else a + t
-    assert isinstance(out, ta.Tensor) and out.device == "strict" and out.dtype == ta.float32
+    assert isinstance(out, ta.Tensor) and out.device == device and out.dtype == ta.float32
     np.testing.assert_array_equal(out.numpy(), [11.0, 22.0])
     np.testing.assert_array_equal((t * a).numpy(), [10.0, 40.0])
 
 
-def test_factories_make_tensors_on_the_second_device():
+@pytest.mark.parametrize("second", SECOND_DEVICES)
+def test_factories_make_tensors_on_the_second_device(second):
     ta.manual_seed(0)
-    made = [ta.zeros(2, 3, device="strict:1"), ta.ones(2, device="strict:1"), ta.full((2,), 3.0, device="strict:1"),
-            ta.arange(4, device="strict:1"), ta.eye(3, device="strict:1"), ta.rand(2, device="strict:1"),
-            ta.randn(2, device="strict:1"), ta.randint(0, 5, (3,), device="strict:1"),
-            ta.tensor([1.0, 2.0], device="strict:1"), ta.zeros_like(ta.ones(2, device="strict:1"))]
+    made = [ta.zeros(2, 3, device=second), ta.ones(2, device=second), ta.full((2,), 3.0, device=second),
+            ta.arange(4, device=second), ta.eye(3, device=second), ta.rand(2, device=second),
+            ta.randn(2, device=second), ta.randint(0, 5, (3,), device=second),
+            ta.tensor([1.0, 2.0], device=second), ta.tensor(np.ones(2), device=second),
+            ta.zeros_like(ta.ones(2, device=second))]
     for t in made:
-        assert t.device == "strict:1" and t.data.device.id == 1
+        assert t.device == second and t.data.device.id == 1
 
 
-def test_a_training_step_runs_on_the_second_device():
+@pytest.mark.parametrize("second", SECOND_DEVICES)
+def test_a_training_step_runs_on_the_second_device(second):
     """Ops, backward, dropout, nn.init and Adam all enter the array's device (else the stand-in raises)."""
     ta.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 3)).to("strict:1")
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 3)).to(second)
     nn.init.normal_(model[0].weight, std=0.1)
     nn.init.xavier_uniform_(model[3].weight)
     opt = ta.optim.Adam(model.parameters(), lr=1e-2)
-    x = ta.randn(5, 4, device="strict:1")
-    y = ta.randn(5, 3, device="strict:1")
+    x = ta.randn(5, 4, device=second)
+    y = ta.randn(5, 3, device=second)
     opt.zero_grad(set_to_none=False)
     loss = F.mse_loss(model(x), y)
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=False)
     for p in model.parameters():
-        assert p.device == "strict:1" and p.data.device.id == 1 and p.grad.data.device.id == 1
+        assert p.device == second and p.data.device.id == 1 and p.grad.data.device.id == 1
 
 
-def test_cross_entropy_runs_on_the_second_device():
-    x = ta.randn(5, 3, device="strict:1", requires_grad=True)
-    F.cross_entropy(x, ta.tensor([0, 1, 2, 0, 1], device="strict:1")).backward()
+@pytest.mark.parametrize("second", SECOND_DEVICES)
+def test_cross_entropy_runs_on_the_second_device(second):
+    x = ta.randn(5, 3, device=second, requires_grad=True)
+    F.cross_entropy(x, ta.tensor([0, 1, 2, 0, 1], device=second)).backward()
     assert x.grad.data.device.id == 1
 
 
-def test_moving_between_two_devices_does_not_go_through_the_host():
-    x = ta.tensor([1.0, 2.0, 3.0], device="strict:0", requires_grad=True)
-    with host_reads() as reads:
-        y = x.to("strict:1")
+@pytest.mark.parametrize("kind", ["strict", pytest.param("cuda", marks=TWO_GPUS)])
+def test_moving_between_two_devices_does_not_go_through_the_host(kind):
+    x = ta.tensor([1.0, 2.0, 3.0], device=f"{kind}:0", requires_grad=True)
+    with host_reads() as reads:  # counts the stand-in's reads (a CUDA copy is checked by where it lands)
+        y = x.to(f"{kind}:1")
         (y * y).sum().backward()
     assert reads.count == 0, reads
     assert y.data.device.id == 1 and x.grad.data.device.id == 0
     np.testing.assert_array_equal(x.grad.numpy(), [2.0, 4.0, 6.0])
 
 
-@pytest.mark.parametrize("device", ["cpu", "strict", "strict:1"])
+@pytest.mark.parametrize("device", ["cpu", *DEVICES, *SECOND_DEVICES])
 def test_random_state_resumes_exactly_on_every_device(device):
     """The run that goes on after saving the state and the run that restores it draw the same numbers:
     dropout masks, rand and randn, on the device (not only on the CPU)."""

@@ -128,3 +128,17 @@ def test_cupy_erf_float16_comes_back_float16(monkeypatch):
     y = erf(strict_xp.asarray(x), xp=strict_xp)
     assert calls and y.dtype == np.float16
     np.testing.assert_allclose(y.get().astype(np.float64), [math.erf(v) for v in x.astype(np.float64)], atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_erf_and_gelu_keep_the_dtype_on_every_device(device, dtype):
+    """ta.erf and exact GELU give the input's dtype on each backend (on CUDA through cupyx's erf, which has no
+    float16 loop of its own)."""
+    import tinygrad_attn as ta
+
+    x = np.linspace(-3, 3, 11).astype(dtype)
+    t = ta.tensor(x, device=device)
+    y, g = ta.erf(t), ta.gelu(t)
+    assert y.dtype == dtype and g.dtype == dtype and y.device == device
+    tol = 2e-3 if dtype == np.float16 else 1e-6
+    np.testing.assert_allclose(y.numpy().astype(np.float64), _ref(x), atol=tol)
