@@ -10,8 +10,9 @@ NumPy on the host but behaves like CuPy wherever CuPy differs from NumPy in a wa
 - its ``xp`` offers only names that ``cupy`` (14.2) has; an array offers only ``cupy.ndarray``'s attributes;
 - reductions to one element and scalar indexing give 0-d arrays, never host scalars (as CuPy does);
 - broadcast views (``broadcast_to``, ``broadcast_arrays``) are writable, as CuPy's are;
+- no ``__index__`` (CuPy's ndarray has none: a device scalar is not a Python index);
 - every read from the device to the host is counted (``host_reads``): ``get``, ``item``, ``tolist``,
-  ``__bool__``, ``__float__``, ``__int__``, ``__index__``, ``repr``, boolean-mask indexing (read or write),
+  ``__bool__``, ``__float__``, ``__int__``, ``repr``, boolean-mask indexing (read or write),
   and the functions whose output size depends on the data (``nonzero``, ``flatnonzero``, ``argwhere``,
   ``unique``, one-argument ``where``, ``compress``);
 - ``"strict:1"`` is a second device: an array lives on the device that was current when it was made, and a
@@ -46,7 +47,7 @@ from tinygrad_attn import backend as _backend
 
 # ---------------------------------------------------------------------------------------------------------
 # What CuPy 14.2 has: the public names bound in cupy/__init__.py of the cupy-cuda12x 14.2.0 wheel, and the
-# attributes of cupy.ndarray (its documented API)
+# attributes of cupy.ndarray (the methods of _ndarray_base in the wheel's cupy/_core/core.so, and its properties)
 # ---------------------------------------------------------------------------------------------------------
 
 CUPY_NAMES = frozenset("""
@@ -94,8 +95,8 @@ ushort vander var vdot vectorize vsplit vstack where who zeros zeros_like
 NDARRAY_ATTRS = frozenset("""
 T mT all any argmax argmin argpartition argsort astype base choose clip compress conj conjugate copy cumprod
 cumsum device diagonal dot dtype dump dumps fill flags flat flatten get imag item itemsize max mean min
-nbytes ndim nonzero partition prod ptp put ravel real reduced_view repeat reshape round scatter_add set shape
-size sort squeeze std strides sum swapaxes take tobytes tofile tolist trace transpose var view
+nbytes ndim nonzero partition prod ptp put ravel real reduced_view repeat reshape round scatter_add searchsorted
+set shape size sort squeeze std strides sum swapaxes take tobytes tofile tolist trace transpose var view byteswap
 """.split())
 
 # Functions whose output size depends on the values: CuPy must read the data on the host to allocate it.
@@ -344,10 +345,6 @@ class StrictArray:
     def __int__(self) -> int:
         _read("ndarray.__int__")
         return int(self._a)
-
-    def __index__(self) -> int:
-        _read("ndarray.__index__")
-        return operator.index(self._a)
 
     def __complex__(self) -> complex:
         _read("ndarray.__complex__")

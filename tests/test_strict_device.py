@@ -104,3 +104,10 @@ def test_an_upload_copies_the_host_memory():
     a = xp.asarray(host)
     host[0] = 9.0
     np.testing.assert_array_equal(a.get(), [1.0, 2.0])
+
+
+def test_a_device_scalar_is_not_a_python_index():
+    i = xp.asarray(np.array(1))
+    with pytest.raises(TypeError):
+        [10, 20][i]
+    assert int(i) == 1  # explicit, and counted
