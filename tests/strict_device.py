@@ -137,13 +137,22 @@ def host_reads() -> Iterator[HostReads]:
         _recorders.remove(record)
 
 
+def _relative(filename: str) -> str:
+    for top in ("/tinygrad_attn/", "/models/", "/tests/"):
+        if top in filename:
+            return top[1:] + filename.rsplit(top, 1)[1]
+    return filename
+
+
 def _read(what: str) -> None:
     if not _recorders:
         return
     frames = [f for f in traceback.extract_stack(limit=16)[:-2] if "strict_device" not in f.filename]
-    caller = next((f for f in reversed(frames) if "/tinygrad_attn/" in f.filename or "/models/" in f.filename),
-                  frames[-1] if frames else None)
-    place = "/".join(caller.filename.rsplit("/", 2)[-2:]) + f":{caller.lineno}" if caller else "?"
+    # the line that asked for the read: skip the plumbing that performs it (Tensor.item -> numpy -> to_device)
+    plumbing = ("/tinygrad_attn/backend.py", "/tinygrad_attn/tensor.py")
+    caller = next((f for f in reversed(frames) if ("/tinygrad_attn/" in f.filename or "/models/" in f.filename)
+                   and not f.filename.endswith(plumbing)), frames[-1] if frames else None)
+    place = f"{_relative(caller.filename)}:{caller.lineno}" if caller else "?"
     for record in _recorders:
         record.where.append(f"{what} at {place}")
 
