@@ -136,6 +136,8 @@ from models.translator.search import beam_loop, greedy_loop, max_output_lengths,
 from models.translator.vocab import BOS_ID, EOS_ID, PAD_ID, Vocab  # noqa: E402
 from tinygrad_attn.nn.positional import sinusoids  # noqa: E402
 
+ta.keep_freed_memory()  # as the translator's CLI does: each step frees and reallocates the same big arrays
+
 torch: Any = None
 if not ARGS.no_torch and "ours" not in (ARGS.rss_child, ARGS.worker):  # our children run without PyTorch
     try:
