@@ -241,7 +241,7 @@ def test_cross_entropy_double_backward_sees_the_upstream_gradient(label_smoothin
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_cross_entropy_fast_and_differentiable_backward_agree(label_smoothing: float, reduction: str) -> None:
-    """Backward has an in-place path (no create_graph) and a Tensor-op path (create_graph): same numbers."""
+    """Backward applied as arrays (no create_graph) and recorded as a graph (create_graph): same numbers."""
     rng = np.random.default_rng(2)
     x = leaf(rng.standard_normal((6, 5)))
     t, w = const([0, 4, -100, 2, 2, 1]), const(rng.random(5) + 0.5)
