@@ -282,13 +282,22 @@ class Transformer(nn.Module):
         memory, src_keep = self.encode(src)
         return self.decode(tgt_in, memory, src_keep)
 
-    def loss(self, logits: Tensor, tgt_out: Tensor | np.ndarray, label_smoothing: float = 0.1) -> tuple[Tensor, int]:
+    def loss(self, logits: Tensor, tgt_out: Tensor | np.ndarray,
+             label_smoothing: float = 0.1) -> tuple[Tensor, int | Tensor]:
         """§5.4 Cross-entropy with label smoothing (eps_ls = 0.1), *summed* over the non-pad target tokens,
         and their number (divide by it for the mean; summing lets gradient accumulation weigh tokens equally).
 
         With smoothing eps the target distribution is (1 - eps) on the right token plus eps spread evenly
         over the vocabulary (PyTorch's ``label_smoothing``), which "hurts perplexity ... but improves BLEU".
+
+        The number is counted where ``tgt_out`` is: an int for a NumPy array or a CPU tensor; for a tensor on
+        a GPU, a 0-d tensor there (an int would read it back to the host, a stall; ``int(n)`` does when asked).
         """
+        if isinstance(tgt_out, Tensor) and not isinstance(tgt_out.data, np.ndarray):
+            n_tokens: int | Tensor = (tgt_out != self.pad_id).sum()
+        else:
+            host = tgt_out.data if isinstance(tgt_out, Tensor) else np.asarray(tgt_out)
+            n_tokens = int(np.count_nonzero(host != self.pad_id))
         tgt_out = self._ids(tgt_out, "tgt_out")
         if tuple(logits.shape[:-1]) != tuple(tgt_out.shape):
             raise ValueError(f"Transformer.loss: logits {tuple(logits.shape)} do not match tgt_out "
@@ -296,7 +305,7 @@ class Transformer(nn.Module):
         target = tgt_out.reshape(-1)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target, ignore_index=self.pad_id,
                                reduction="sum", label_smoothing=label_smoothing)
-        return loss, int((target != self.pad_id).sum().item())
+        return loss, n_tokens
 
     # ---- checkpoints -----------------------------------------------------------------------------------------
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True,

@@ -139,10 +139,38 @@ def test_host_reads_of_an_mlp_training_step_are_zero():
         assert reads.count == 0, reads
 
 
-@pytest.mark.xfail(strict=True, reason="cross_entropy reads from the device once per call: losses.py:224 "
-                   "'if bad.any()', the out-of-range target check (check the targets where they are still on the "
-                   "host, or without a read) -- engineer B")
 def test_host_reads_of_an_mlp_training_step_with_cross_entropy_are_zero():
     y = ta.tensor([0, 1, 2, 3, 0, 1, 2, 3], device="strict")
     for reads in _mlp_step_reads(lambda out: F.cross_entropy(out, y, label_smoothing=0.1)):
         assert reads.count == 0, reads
+
+
+@pytest.mark.parametrize("loss_fn", ["cross_entropy", "cross_entropy smoothed weighted", "nll_loss"])
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_an_out_of_range_target_on_a_device_gives_nan_without_a_read(loss_fn, reduction):
+    """On the CPU an out-of-range class index raises; on a device the check would be a read (and CuPy would
+    wrap the index silently): there the row's loss and gradient are nan instead, never a plausible number.
+    The other rows' losses are unchanged; an ignored row may hold any value."""
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    target = np.array([0, 3, 2, -1, -100])  # rows 1 and 3 are out of range, row 4 is ignored
+    call = {"cross_entropy": lambda x, t: F.cross_entropy(x, t, reduction=reduction),
+            "cross_entropy smoothed weighted": lambda x, t: F.cross_entropy(
+                x, t, ta.tensor([1.0, 2.0, 0.5], device=x.device), label_smoothing=0.2, reduction=reduction),
+            "nll_loss": lambda x, t: F.nll_loss(x, t, reduction=reduction)}[loss_fn]
+    with pytest.raises(IndexError, match="target 3 is out of bounds for 3 classes"):
+        call(ta.tensor(x), ta.tensor(target))
+    xs = ta.tensor(x, device="strict", requires_grad=True)
+    with host_reads() as reads:
+        loss = call(xs, ta.tensor(target, device="strict"))
+        loss.sum().backward()
+    assert reads.count == 0, reads
+    if reduction == "none":
+        good = [0, 2]
+        expected = call(ta.tensor(x[good]), ta.tensor(target[good])).numpy()
+        values, grad = loss.numpy(), xs.grad.numpy()
+        np.testing.assert_allclose(values[good], expected, rtol=1e-6)
+        assert np.isnan(values[[1, 3]]).all() and np.isnan(grad[[1, 3]]).any(axis=1).all()
+        assert np.isfinite(grad[[0, 2]]).all()
+        assert values[4] == 0.0
+    else:
+        assert np.isnan(loss.item()) and np.isnan(xs.grad.numpy()[[1, 3]]).any(axis=1).all()

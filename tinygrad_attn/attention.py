@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .amp import autocast_mode as _autocast
 from .autograd import Function
 from .backend import array_module as _xp
 from .ops.elementwise import cast
@@ -216,6 +217,8 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     those that multiplied ``value`` (after dropout) and differentiable; that path keeps one more
     (..., L, S) array for backward than the fused one.
     """
+    if _autocast.enabled:
+        query, key, value = _autocast.to_lower(query, key, value)
     mask, scale = _check(query, key, value, attn_mask, dropout_p, is_causal, scale)
     options = dict(is_causal=bool(is_causal), scale=scale, dropout_p=float(dropout_p))
     if need_weights:
@@ -229,6 +232,8 @@ def attention_weights(query: Tensor, key: Tensor, attn_mask: Tensor | None = Non
     """The attention probabilities dropout(softmax(query key^T * scale + mask)), shape (..., L, S): what
     ``scaled_dot_product_attention`` multiplies ``value`` by. Each row sums to 1 (0 for a row that may attend
     nowhere) before dropout. Differentiable; for ``need_weights`` and for plotting."""
+    if _autocast.enabled:
+        query, key = _autocast.to_lower(query, key)
     mask, scale = _check(query, key, None, attn_mask, dropout_p, is_causal, scale)
     return AttentionWeights.apply(query, key, *mask, is_causal=bool(is_causal), scale=scale,
                                   dropout_p=float(dropout_p))

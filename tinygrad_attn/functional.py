@@ -15,6 +15,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
+from .amp import autocast_mode as _autocast
 from .attention import attention_weights, scaled_dot_product_attention
 from .autograd import Function
 from .backend import array_module as _xp
@@ -67,6 +70,8 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     The leading dims of x are flattened into one first, so the weight gradient is a single (out x in)
     matrix product rather than one per batch element summed afterwards.
     """
+    if _autocast.enabled:
+        input, weight, bias = _autocast.to_lower(input, weight, bias)
     if weight.ndim != 2:
         raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
     out_features, in_features = weight.shape
@@ -247,6 +252,8 @@ def layer_norm(input: Tensor, normalized_shape: int | tuple[int, ...] | list[int
                bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
     """Normalise over the trailing ``normalized_shape`` dims to mean 0 and variance 1 (biased variance,
     as PyTorch), then scale by ``weight`` and shift by ``bias`` (both of shape ``normalized_shape``)."""
+    if _autocast.enabled:
+        input, weight, bias = _autocast.to_float32(input, weight, bias)
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(int(n) for n in normalized_shape)
     k = len(shape)
     if k == 0 or k > input.ndim or tuple(input.shape[input.ndim - k:]) != shape:
@@ -272,9 +279,17 @@ class Embedding(Function):
     with ids[i] == r (repeated ids accumulate), except for the padding row, which gets none."""
 
     def forward(self, ids: Any, weight: Any, padding_idx: int | None) -> Any:
+        xp = _xp(weight)
         self.num_rows, self.padding_idx = weight.shape[0], padding_idx
+        bad = None
+        if not isinstance(ids, np.ndarray):  # on a device, out-of-range ids were not checked (``embedding``)
+            bad = (ids < 0) | (ids >= self.num_rows)
+            ids = xp.where(bad, 0, ids)
         self.save_for_backward(ids)
-        return _xp(weight).take(weight, ids, axis=0)
+        out = xp.take(weight, ids, axis=0)
+        if bad is not None:
+            xp.copyto(out, math.nan, where=bad[..., None])
+        return out
 
     def backward(self, g: Tensor) -> tuple[None, Tensor | None]:
         (ids,) = self.saved_tensors
@@ -325,7 +340,11 @@ def _scatter_add_rows(z: Any, ids: Any, rows: Any) -> None:
 
 def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> Tensor:
     """Look up rows of ``weight`` (num_embeddings, embedding_dim) for the integer ids in ``input``: the result
-    has shape input.shape + (embedding_dim,). The ``padding_idx`` row receives no gradient."""
+    has shape input.shape + (embedding_dim,). The ``padding_idx`` row receives no gradient.
+
+    An id out of range is an ``IndexError`` on the CPU. On a GPU the check would read the ids back to the host
+    (a stall of the device's queue) and CuPy's indexing wraps such an id silently, so there its row of the
+    result is nan instead (as are the losses computed from it): never a plausible wrong answer."""
     if input.dtype.kind not in "iu":
         raise TypeError(f"embedding: ids must be an integer tensor, got {input.dtype}")
     if weight.ndim != 2:
@@ -335,7 +354,9 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> 
         if not -n <= padding_idx < n:
             raise ValueError(f"embedding: padding_idx {padding_idx} is out of range for {n} embeddings")
         padding_idx %= n
-    if input.numel() and (int(input.data.min()) < 0 or int(input.data.max()) >= n):
-        bad = int(input.data.min()) if int(input.data.min()) < 0 else int(input.data.max())
-        raise IndexError(f"embedding: id {bad} is out of range for a table of {n} rows (ids must be in [0, {n}))")
+    if isinstance(input.data, np.ndarray) and input.numel():  # free on the CPU; a device gives nan rows instead
+        low, high = int(input.data.min()), int(input.data.max())
+        if low < 0 or high >= n:
+            raise IndexError(f"embedding: id {low if low < 0 else high} is out of range for a table of {n} rows "
+                             f"(ids must be in [0, {n}))")
     return Embedding.apply(input, weight, padding_idx=padding_idx)

@@ -9,6 +9,12 @@ Class-index targets equal to ``ignore_index`` contribute nothing; "mean" divides
 that are not ignored (by the sum of their class weights, with ``weight``), so a batch where every target
 is ignored gives nan for "mean", as in PyTorch, and zero gradients.
 
+A class index out of range (and not ``ignore_index``) is an ``IndexError`` on the CPU. On a GPU, telling
+would need a read back to the host, which stalls the device's queue every step, and CuPy's indexing wraps an
+out-of-range index silently; so there the row picks class 0 instead and its loss and gradient are nan: the
+loss reads as nan at the next read ("mean" and "sum" are nan), never as a plausible number. Check the ids
+where they are still on the host (the translator's batches come from its vocabulary) to get the CPU's error.
+
 With class probabilities q, the loss of a row is -sum_c w_c q_c log p_c (q mixed with the uniform
 distribution first by label smoothing) and "mean" divides by the number of rows, as in PyTorch. That form
 is composed of log_softmax and Tensor ops (differentiable in the target too); the class-index form is fused.
@@ -25,6 +31,9 @@ import math
 import warnings
 from typing import Any
 
+import numpy as np
+
+from .amp import autocast_mode as _autocast
 from .autograd import Function
 from .backend import array_module as _xp
 from .backend import on_device_of, row_blocks
@@ -221,11 +230,15 @@ def _class_targets(op: str, input: Tensor, target: Tensor, weight: Tensor | None
         valid = t != ignore_index
         safe = xp.where(valid, t, 0)
         bad = (safe < 0) | (safe >= n_classes)
-        if bad.any():
-            value = int(t[xp.flatnonzero(bad)[0]])
-            raise IndexError(f"{op}: target {value} is out of bounds for {n_classes} classes "
-                             f"(and is not ignore_index={ignore_index})")
         row_valid = valid.astype(input.dtype)
+        if isinstance(t, np.ndarray):  # on the CPU the check is free: a clear error
+            if bad.any():
+                value = int(t[xp.flatnonzero(bad)[0]])
+                raise IndexError(f"{op}: target {value} is out of bounds for {n_classes} classes "
+                                 f"(and is not ignore_index={ignore_index})")
+        else:  # on a device, without a read: pick class 0 instead, and the row's loss and gradient are nan
+            safe = xp.where(bad, 0, safe)
+            row_valid = xp.where(bad, math.nan, row_valid).astype(input.dtype, copy=False)
         w = None
         if weight is not None:
             if not isinstance(weight, Tensor) or tuple(weight.shape) != (n_classes,):
@@ -244,6 +257,8 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, *
     shape (...), -log softmax(input)[target], or class probabilities of shape (..., C), -sum target *
     log softmax(input). The target is mixed with the uniform distribution by ``label_smoothing`` and weighted
     per class by ``weight`` (C,); class indices equal to ``ignore_index`` are skipped. Stable for any logits."""
+    if _autocast.enabled:
+        input, weight = _autocast.to_float32(input, weight)
     _check_reduction("cross_entropy", reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")

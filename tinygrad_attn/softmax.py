@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .amp import autocast_mode as _autocast
 from .autograd import Function
 from .backend import array_module as _xp
 from .ops.elementwise import exp
@@ -111,6 +112,8 @@ class LogSoftmaxBackward(Function):
 def softmax(x: Tensor, dim: int = -1) -> Tensor:
     """Softmax along ``dim``; rows are shifted by their max first, so large logits do not overflow. A 0-d tensor
     is a row of one (its softmax is 1), as in PyTorch."""
+    if _autocast.enabled:
+        (x,) = _autocast.to_float32(x)
     dim = normalize_dim(dim, x.ndim, "softmax")
     if x.ndim == 0:
         return reshape(Softmax.apply(reshape(x, (1,)), dim=0), ())
@@ -119,6 +122,8 @@ def softmax(x: Tensor, dim: int = -1) -> Tensor:
 
 def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
     """log(softmax(x)) computed as x - logsumexp(x): stable for logits of any size (0 for a 0-d tensor)."""
+    if _autocast.enabled:
+        (x,) = _autocast.to_float32(x)
     dim = normalize_dim(dim, x.ndim, "log_softmax")
     if x.ndim == 0:
         return reshape(LogSoftmax.apply(reshape(x, (1,)), dim=0), ())

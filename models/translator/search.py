@@ -37,6 +37,7 @@ from models.translator.batching import SourceBatch, decode_batches, restore_orde
 from models.translator.config import Config
 from models.translator.parallel import map_in_processes, usable_workers
 from models.translator.vocab import Vocab
+from tinygrad_attn.backend import backend_of, on_device_of
 
 __all__ = ["Decoder", "greedy_decode", "beam_search", "greedy_loop", "beam_loop", "max_output_lengths",
            "translate", "translate_sentences", "translate_ids", "attention_maps"]
@@ -44,6 +45,9 @@ __all__ = ["Decoder", "greedy_decode", "beam_search", "greedy_loop", "beam_loop"
 
 class Logits(Protocol):
     """What a decoder's ``logits()`` returns: a (rows, vocabulary) tensor (ours, or PyTorch's for the twin)."""
+
+    @property
+    def shape(self) -> Any: ...
 
     def argmax(self, dim: int) -> Logits: ...
 
@@ -211,12 +215,12 @@ def beam_loop(decoder: Decoder, max_len: np.ndarray, eos_id: int, k: int, alpha:
     for step in range(int(max_len.max())):
         length = step + 1  # tokens generated once this step's token is added
         n = len(alive)
-        logits = decoder.logits().numpy()  # (n * k, V)
+        logits = decoder.logits()  # (n * k, V)
         V = logits.shape[1]
         # The 2k best continuations of each sentence (at most k of them end in </s>, one per beam) are
         # among the 2k best tokens of each of its beams: select those first, then add the beams'
         # scores (in float64, so that sums of float32 log-probabilities neither round nor tie).
-        tokens, token_logp = _top_log_probs(logits, 2 * k)  # (n * k, 2k) each
+        tokens, token_logp = _candidates(logits, 2 * k)  # (n * k, 2k) each, on the host
         total = score.reshape(-1, 1) + token_logp.astype(np.float64)
         flat = ((np.arange(n * k) % k)[:, None] * V + tokens).reshape(n, -1)  # beam * V + token
         total = total.reshape(n, -1)
@@ -258,41 +262,60 @@ def beam_loop(decoder: Decoder, max_len: np.ndarray, eos_id: int, k: int, alpha:
     return [max(hyps, key=lambda h: h[0])[1] if hyps else [] for hyps in finished]
 
 
-def _top_log_probs(logits: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The n most probable tokens of each row of ``logits`` (R, V) and their log-probabilities, best first.
+def _candidates(logits: Logits, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n most probable tokens of each row of ``logits`` (R, V) and their log-probabilities, best first,
+    as host arrays (int64 and float32 values, the latter widened to float64 on a GPU).
+
+    On a GPU they are found there and only they come to the host: 2n numbers per row, in one copy, not the
+    R x V logits. On the CPU (and for the benchmark's PyTorch twin, whose logits come as a NumPy array) the
+    same functions run on the host."""
+    if isinstance(logits, ta.Tensor) and logits.device.type != "cpu":
+        scores = logits.data
+        with on_device_of(scores):
+            xp = logits.xp
+            tokens, logp = _top_log_probs(xp, scores, n)
+            both = xp.concatenate([tokens.astype(xp.float64), logp.astype(xp.float64)], axis=1)
+        host = backend_of(both).to_numpy(both)  # the one read of the step
+        return host[:, : tokens.shape[1]].astype(np.int64), host[:, tokens.shape[1]:]
+    return _top_log_probs(np, logits.numpy(), n)
+
+
+def _top_log_probs(xp: Any, logits: Any, n: int) -> tuple[Any, Any]:
+    """The n most probable tokens of each row of ``logits`` (R, V) and their log-probabilities, best first,
+    computed with the array module ``xp`` on the logits' device.
 
     log p = logit - logsumexp(row) shifts a whole row by one number, so the ranking is read off the logits
     and only the n picked entries are normalised (a full log_softmax would write all R x V of them).
     Overwrites the picked entries of ``logits``."""
     peak = logits.max(axis=1, keepdims=True)
-    exp = np.subtract(logits, peak)
-    np.exp(exp, out=exp)
-    log_normaliser = peak + np.log(exp.sum(axis=1, keepdims=True))  # logsumexp, stable: the max is factored out
+    exp = xp.subtract(logits, peak)
+    xp.exp(exp, out=exp)
+    log_normaliser = peak + xp.log(exp.sum(axis=1, keepdims=True))  # logsumexp, stable: the max is factored out
     del exp
-    tokens, values = _top(logits, n)
+    tokens, values = _top(xp, logits, n)
     return tokens, values - log_normaliser
 
 
-def _top(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _top(xp: Any, scores: Any, n: int) -> tuple[Any, Any]:
     """The n largest entries of each row, best first, as (column indices, values); among equal scores the
     lower index comes first (as with ``argmax``), so that beam size 1 picks what greedy picks. Overwrites
     the entries it picks in ``scores``.
 
     For small n, n rounds of ``argmax`` (one vectorised pass each) beat ``argpartition`` (introselect, whose
-    pass costs many times more per element)."""
+    pass costs many times more per element); on a GPU, always the rounds of ``argmax``."""
     n = min(n, scores.shape[1])
-    if n > 16:
+    if n > 16 and xp is np:
         part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
         values = np.take_along_axis(scores, part, axis=1)
         order = np.lexsort((part, -values), axis=1)
         return np.take_along_axis(part, order, axis=1), np.take_along_axis(values, order, axis=1)
-    rows = np.arange(scores.shape[0])
-    best = np.empty((scores.shape[0], n), dtype=np.int64)
-    values = np.empty((scores.shape[0], n), dtype=scores.dtype)
+    rows = xp.arange(scores.shape[0])
+    best = xp.empty((scores.shape[0], n), dtype=xp.int64)
+    values = xp.empty((scores.shape[0], n), dtype=scores.dtype)
     for i in range(n):
         best[:, i] = scores.argmax(axis=1)
         values[:, i] = scores[rows, best[:, i]]
-        scores[rows, best[:, i]] = -np.inf
+        scores[rows, best[:, i]] = -xp.inf
     return best, values
 
 

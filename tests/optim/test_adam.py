@@ -122,13 +122,15 @@ def test_param_groups_with_different_lrs():
 
 
 def test_float64_and_float16_parameters_keep_their_dtype():
-    for dtype in (np.float64, np.float16):
+    """Float64 state for a float64 parameter; float32 state (and master copy) for a float16 one."""
+    for dtype, state_dtype in ((np.float64, np.float64), (np.float16, np.float32)):
         p = Parameter(np.ones(3, dtype))
         opt = ta.optim.Adam([p], lr=0.1, eps=1e-3)
         p.grad = ta.tensor(np.ones(3, dtype))
         opt.step()
         assert p.dtype == dtype
-        assert opt.state[p]["exp_avg"].dtype == dtype and opt.state[p]["exp_avg_sq"].dtype == dtype
+        assert opt.state[p]["exp_avg"].dtype == state_dtype and opt.state[p]["exp_avg_sq"].dtype == state_dtype
+        assert ("master_param" in opt.state[p]) == (dtype == np.float16)
         np.testing.assert_allclose(p.numpy().astype(np.float64), 1 - 0.1 / (1 + 1e-3), rtol=1e-3)
 
 
@@ -151,13 +153,29 @@ def test_update_is_in_place_and_allocates_nothing_after_the_first_step(name, cfg
     assert all(opt.state[p][k].data is a for k, a in state_arrays.items())
 
 
+def test_a_float16_step_through_the_master_copy_allocates_nothing_after_the_first():
+    p = Parameter(np.zeros((500, 500), np.float16))
+    opt = ta.optim.Adam([p], lr=1e-3)
+    p.grad = ta.tensor(np.ones((500, 500), np.float16))
+    opt.step()
+    data, master = p.data, opt.state[p]["master_param"].data
+    tracemalloc.start()
+    try:
+        opt.step()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100_000, f"a step allocated {peak} bytes (the parameter has 0.5 MB)"
+    assert p.data is data and opt.state[p]["master_param"].data is master
+
+
 def test_one_scratch_buffer_per_dtype_is_shared_by_all_parameters():
     params = [Parameter(np.zeros(n, np.float32)) for n in (10, 300, 20)] + [Parameter(np.zeros(7, np.float64))]
     opt = ta.optim.Adam(params, weight_decay=0.1)
     for p in params:
         p.grad = ta.tensor(np.ones(p.shape, p.dtype))
     opt.step()
-    sizes = sorted((str(dt), buf.size) for (dt, _), buf in opt._scratch.items())
+    sizes = sorted((str(dt), buf.size) for (_, dt, _), buf in opt._scratch.items())
     assert sizes == [("float32", 300), ("float64", 7)]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..amp import autocast_mode as _autocast
 from ..autograd import Function
 from ..tensor import Tensor
 from .movement import reshape, transpose
@@ -52,6 +53,8 @@ def matmul(x: Tensor, y: Tensor) -> Tensor:
     """Matrix product with NumPy's rules for 1-D operands and broadcast batch dimensions."""
     if not isinstance(y, Tensor):
         raise TypeError(f"matmul: expected a Tensor, got {type(y).__name__}")
+    if _autocast.enabled:
+        x, y = _autocast.to_lower(x, y)
     if x.dtype != y.dtype:
         raise TypeError(f"matmul: dtypes differ ({x.dtype} @ {y.dtype}); convert one with .to(dtype)")
     return MatMul.apply(x, y)

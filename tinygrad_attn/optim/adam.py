@@ -22,7 +22,8 @@ class Adam(Optimizer):
         θ ← θ - η/(1 - β1^t) · m / (sqrt(v̂)/sqrt(1 - β2^t) + ε)      (bias-corrected)
 
     State per parameter: ``step`` (an int), ``exp_avg`` (m), ``exp_avg_sq`` (v) and, with amsgrad,
-    ``max_exp_avg_sq`` (v̂), all in the parameter's dtype. The update runs in place on the parameter
+    ``max_exp_avg_sq`` (v̂), all in the parameter's dtype (float32, with a float32 master copy, for a float16
+    parameter: see ``Optimizer``). The update runs in place on the parameter
     and state arrays, with one reused scratch buffer per dtype: a step allocates nothing.
     """
 
@@ -50,7 +51,7 @@ class Adam(Optimizer):
         xp = array_module(param)
         lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
         beta1, beta2 = group["betas"]
-        if not state:
+        if "step" not in state:  # (a float16 parameter's state already holds its master copy)
             state["step"] = 0
             state["exp_avg"] = Tensor._make(xp.zeros_like(param))
             state["exp_avg_sq"] = Tensor._make(xp.zeros_like(param))

@@ -17,6 +17,14 @@ the raw NumPy/CuPy arrays and ``state`` is the parameter's own dict (momentum bu
 
     {"state": {0: {"step": 3, "exp_avg": Tensor, ...}, ...},
      "param_groups": [{"lr": 0.001, "betas": (0.9, 0.999), ..., "params": [0, 1, 2]}, ...]}
+
+Float16 parameters (after ``model.half()``) are updated in float32: the optimizer keeps a float32 master
+copy of each (state ``"master_param"``), its state in float32, and the gradient converted to float32; the
+update runs on the master copy, which is then written back into the parameter, rounded to float16. So a
+tiny eps (1e-9) or a squared gradient (g² of 1e-4 is 1e-8) does not round to 0, and updates smaller than
+float16's spacing accumulate instead of being lost. The master copy is the truth from the first step on:
+a float16 parameter changed by hand afterwards is overwritten at the next step (load its optimizer state,
+or make a new optimizer).
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
         self.param_groups: list[dict[str, Any]] = []
-        self._scratch: dict[tuple[Any, Any], Any] = {}  # one flat work buffer per (dtype, device)
+        self._scratch: dict[tuple[Any, Any, Any], Any] = {}  # one flat work buffer per (slot, dtype, device)
         if isinstance(params, (Tensor, dict)):
             raise TypeError(f"{self._name}: params must be an iterable of Tensors or of dicts (parameter groups), "
                             f"got a single {type(params).__name__}; wrap it in a list")
@@ -143,12 +151,27 @@ class Optimizer:
                         continue
                     self._check_grad(i, p, g)
                     if type(p.data) is np.ndarray:
-                        self._update(p.data, g.data, self.state[p], group)
+                        self._update_param(p.data, g.data, self.state[p], group)
                     else:  # on the parameter's GPU, not the current one
                         with on_device_of(p.data):
-                            self._update(p.data, g.data, self.state[p], group)
+                            self._update_param(p.data, g.data, self.state[p], group)
                     p._version.value += 1  # graphs that saved this parameter must not backward through it
         return loss
+
+    def _update_param(self, param: Any, grad: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
+        """``_update`` on the parameter itself, or, for a float16 one, on its float32 master copy (then
+        written back, rounded)."""
+        if param.dtype != np.float16:
+            self._update(param, grad, state, group)
+            return
+        xp = array_module(param)
+        master = state.get("master_param")
+        if master is None:
+            master = state["master_param"] = Tensor._make(param.astype(np.float32))
+        grad32 = self._scratch_like(grad, dtype=np.float32, slot="grad")
+        xp.copyto(grad32, grad)
+        self._update(master.data, grad32, state, group)
+        xp.copyto(param, master.data, casting="same_kind")
 
     def _update(self, param: Any, grad: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
         """Update the array ``param`` in place from ``grad``; ``state`` is this parameter's own dict."""
@@ -160,16 +183,18 @@ class Optimizer:
                 f"{self._name}.step: parameter {i} of its group is {p.dtype} {tuple(p.shape)} on {p.device}, "
                 f"but its grad is {g.dtype} {tuple(g.shape)} on {g.device}; they must match")
 
-    def _scratch_like(self, a: Any) -> Any:
-        """A work array shaped like ``a`` (same dtype and device), reused across parameters and steps.
+    def _scratch_like(self, a: Any, dtype: Any = None, slot: str = "work") -> Any:
+        """A work array shaped like ``a`` (``a``'s dtype unless ``dtype`` is given; ``a``'s device), reused
+        across parameters and steps.
 
-        One flat buffer per (dtype, device), as large as the largest parameter seen, so that a step
+        One flat buffer per (slot, dtype, device), as large as the largest parameter seen, so that a step
         allocates nothing once the first has run.
         """
-        key = (a.dtype, device_of(a))
+        dtype = a.dtype if dtype is None else np.dtype(dtype)
+        key = (slot, dtype, device_of(a))
         buf = self._scratch.get(key)
         if buf is None or buf.size < a.size:
-            buf = array_module(a).empty_like(a, shape=(a.size,))
+            buf = array_module(a).empty_like(a, dtype=dtype, shape=(a.size,))
             self._scratch[key] = buf
         return buf[: a.size].reshape(a.shape)
 
@@ -212,7 +237,8 @@ class Optimizer:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore hyperparameters and state from ``state_dict()`` (parameters matched by position).
 
-        State tensors are copied onto each parameter's device; floating ones take the parameter's dtype.
+        State tensors are copied onto each parameter's device; floating ones take the parameter's dtype
+        (float32 for a float16 parameter, whose state and master copy are float32).
         """
         if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
             raise ValueError(f"{self._name}.load_state_dict: expected a dict with 'state' and 'param_groups' "
@@ -252,8 +278,9 @@ class Optimizer:
         if arr.dtype.kind == "f" and arr.shape != p.shape:
             raise ValueError(f"{self._name}.load_state_dict: state '{name}' of parameter {index} has shape "
                              f"{tuple(arr.shape)}, but the parameter has shape {tuple(p.shape)}")
+        state_dtype = np.dtype(np.float32) if p.dtype == np.float16 else p.dtype
         with on_device_of(arr):
-            return Tensor._make(arr.astype(p.dtype if arr.dtype.kind == "f" else arr.dtype, copy=True))
+            return Tensor._make(arr.astype(state_dtype if arr.dtype.kind == "f" else arr.dtype, copy=True))
 
     def __repr__(self) -> str:
         lines = [f"{self._name} ("]

@@ -20,7 +20,8 @@ class SGD(Optimizer):
         g ← g + μ·b  if nesterov, else  g ← b
         θ ← θ - η·g
 
-    State per parameter: ``momentum_buffer`` (only when μ ≠ 0).
+    State per parameter: ``momentum_buffer`` (only when μ ≠ 0; float32, with a float32 master copy, for a
+    float16 parameter: see ``Optimizer``).
     """
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,

@@ -11,8 +11,10 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from ...autograd import no_grad
-from ...backend import array_module
+from ...backend import array_module, device_of, on_device_of, to_device
 from ...tensor import Tensor
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
@@ -43,9 +45,12 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float, norm
     """Rescale all gradients together so that their joint ``norm_type``-norm is at most ``max_norm``.
 
     ||g||_p = (sum over every element of every gradient of |g|^p)^(1/p) (the max |g| for p = inf).
-    Returns that norm, measured before clipping (handy to log). Each gradient is read once to get its
-    partial sum and, only if clipping is needed, scaled once in place. ``foreach`` is accepted for
-    PyTorch compatibility and ignored.
+    Returns that norm, measured before clipping (handy to log), as a 0-d tensor on the first gradient's
+    device. Each gradient is read once to get its partial sum and scaled once in place. On a GPU nothing is
+    read back to the host (a read would stall the device's queue): the norm and the factor
+    min(1, max_norm / (norm + 1e-6)) stay there and every gradient is multiplied by it, 1 or not; on the CPU
+    the factor is read for free and gradients that need no clipping are left untouched. Only
+    ``error_if_nonfinite=True`` reads the norm. ``foreach`` is accepted for PyTorch compatibility and ignored.
     """
     p = float(norm_type)
     if not p > 0:
@@ -53,27 +58,35 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float, norm
     grads = _grads(parameters)
     if not grads:
         return Tensor(0.0)
+    first = grads[0].data
     with no_grad():
         by_device: dict[Any, list[Any]] = {}
         for g in grads:
             by_device.setdefault(g.device, []).append(g.data)
         totals = []
-        for arrays in by_device.values():  # one reduction per device, not one sync per parameter
+        for arrays in by_device.values():  # one reduction per device, moved to the first gradient's device
             xp = array_module(arrays[0])
-            parts = xp.stack([_partial(xp, a, p).astype(arrays[0].dtype) for a in arrays])
-            totals.append(float(parts.max() if p == math.inf else parts.sum()))
-        total = max(totals) if p == math.inf else math.fsum(totals) ** (1.0 / p)
-        if error_if_nonfinite and not math.isfinite(total):
-            raise RuntimeError(
-                f"clip_grad_norm_: the total norm of order {p} of the gradients is non-finite ({total}), so it "
-                "cannot be clipped. Set error_if_nonfinite=False to scale the gradients by it anyway.")
-        coef = max_norm / (total + 1e-6)
-        if coef < 1.0 or math.isnan(coef):
-            for g in grads:
-                g.data *= coef
-                g._version.value += 1
-    first = grads[0]
-    return Tensor._make(first.xp.asarray(total, dtype=first.dtype))
+            with on_device_of(arrays[0]):
+                parts = xp.stack([_partial(xp, a, p).astype(first.dtype) for a in arrays])
+                totals.append(to_device(parts.max() if p == math.inf else parts.sum(), device_of(first)))
+        xp = array_module(first)
+        with on_device_of(first):
+            total = xp.stack(totals).max() if p == math.inf else xp.stack(totals).sum() ** (1.0 / p)
+            if error_if_nonfinite and not bool(xp.isfinite(total)):
+                raise RuntimeError(
+                    f"clip_grad_norm_: the total norm of order {p} of the gradients is non-finite ({float(total)}), "
+                    "so it cannot be clipped. Set error_if_nonfinite=False to scale the gradients by it anyway.")
+            coef = xp.minimum(max_norm / (total + 1e-6), 1.0).astype(first.dtype)  # nan stays nan
+        if isinstance(first, np.ndarray) and float(coef) == 1.0:
+            return Tensor._make(np.asarray(total, dtype=first.dtype))  # the CPU reads the factor for free
+        for arrays in by_device.values():
+            with on_device_of(arrays[0]):
+                factor = to_device(coef, device_of(arrays[0]))
+                for a in arrays:
+                    a *= factor
+        for g in grads:
+            g._version.value += 1
+    return Tensor._make(xp.asarray(total, dtype=first.dtype))
 
 
 def clip_grad_value_(parameters: Tensor | Iterable[Tensor], clip_value: float, foreach: bool | None = None) -> None:
