@@ -6,6 +6,7 @@ pickle, so loading a file cannot run code) and holds::
     model       the model's state_dict
     optimizer   the optimizer's state_dict (Adam's moments and step counts)   } absent in an averaged
     scheduler   the learning-rate schedule's state_dict                      } or exported checkpoint
+    scaler      the GradScaler's state_dict (loss scale, growth tracker)     } only with train.precision fp16
     rng         ta.random.get_rng_state(): dropout continues with the same random numbers
     progress    step, epoch, batch_in_epoch (data order), train_seconds, best_bleu, best_step
     config      the resolved experiment config (a plain dict)
@@ -57,6 +58,7 @@ class Checkpoint:
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
     rng: dict[str, Any] | None = None
+    scaler: dict[str, Any] | None = None
 
     @property
     def step(self) -> int:
@@ -123,6 +125,7 @@ def save_checkpoint(
     optimizer: Mapping[str, Any] | None = None,
     scheduler: Mapping[str, Any] | None = None,
     rng: Mapping[str, Any] | None = None,
+    scaler: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write one checkpoint atomically (``ta.save`` writes a temporary file and renames it)."""
     obj: dict[str, Any] = {
@@ -132,7 +135,7 @@ def save_checkpoint(
         "vocab": np.frombuffer(vocab_bytes, dtype=np.uint8).copy(),
         "progress": dict(progress or {}),
     }
-    for key, value in (("optimizer", optimizer), ("scheduler", scheduler), ("rng", rng)):
+    for key, value in (("optimizer", optimizer), ("scheduler", scheduler), ("rng", rng), ("scaler", scaler)):
         if value is not None:
             obj[key] = value
     path = Path(path)
@@ -166,6 +169,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         optimizer=obj.get("optimizer"),
         scheduler=obj.get("scheduler"),
         rng=obj.get("rng"),
+        scaler=obj.get("scaler"),
     )
 
 

@@ -10,6 +10,13 @@ A run is described by four sections (every key has a default, so an empty file i
              validation BLEU and translation
     device:  "cpu" or "cuda[:N]"
 
+``train.precision = "fp16"`` trains in mixed precision: matmuls and attention in float16 under
+``ta.amp.autocast``, softmax, layer norm and the loss in float32, float32 master weights and Adam state,
+and dynamic loss scaling (``ta.amp.GradScaler``, whose scale is saved in checkpoints). It is meant for
+GPUs; on the CPU it runs, slowly (NumPy's float16 matmuls are not accelerated), and the run logs so.
+``train.tf32 = true`` lets float32 matmuls use TF32 on NVIDIA Ampere and later (``ta.amp.allow_tf32``);
+on the CPU it changes nothing.
+
 Model hyperparameters left unset (``None``) come from the preset (``models.transformer.PRESETS``) and,
 for keys the preset does not name, from ``Transformer``'s defaults; ``resolve()`` fills them in, and
 the *resolved* config is what ``save()`` writes to ``<run_dir>/config.yaml``: a run can always be
@@ -62,6 +69,7 @@ from models.translator.data import parse_direction
 
 CONFIG_NAME = "config.yaml"  # the resolved config inside a run directory
 SCHEDULES = ("noam", "cosine")
+PRECISIONS = ("fp32", "fp16")
 
 
 class ConfigError(ValueError):
@@ -107,6 +115,8 @@ class TrainConfig:
     accum_steps: int = 1  # batches whose gradients are summed before one optimiser step
     clip_norm: float | None = None  # clip the global gradient norm to this (None: no clipping)
     workers: int = 1  # CPU processes that share each batch (data parallel, parallel.py); 1: this process alone
+    precision: str = "fp32"  # "fp16": mixed precision (ta.amp autocast + GradScaler, float32 master weights)
+    tf32: bool = False  # float32 matmuls on TF32 tensor cores (NVIDIA Ampere+; no effect on the CPU)
     # Stopping: training ends at whichever comes first; at least one must be set.
     max_steps: int | None = None
     max_epochs: int | None = 30
@@ -379,6 +389,9 @@ def validate(config: Config) -> Config:
     need(t.workers >= 1, "train.workers", t.workers, "must be at least 1")
     need(t.workers == 1 or config.device == "cpu", "train.workers", t.workers,
          f"processes sharing a batch are for the CPU; use 1 with device {config.device!r}")
+    need(t.precision in PRECISIONS, "train.precision", t.precision, f"use one of {', '.join(PRECISIONS)}")
+    need(t.precision == "fp32" or t.workers == 1, "train.workers", t.workers,
+         "helper processes compute in fp32 only; use 1 with train.precision = 'fp16'")
     for name in ("max_steps", "max_epochs", "max_minutes"):
         v = getattr(t, name)
         need(v is None or v > 0, f"train.{name}", v, "must be positive or null")

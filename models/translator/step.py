@@ -2,9 +2,14 @@
 
     build                 the Transformer of a (resolved) config, on a device
     make_optimizer        Adam and the config's learning-rate schedule (Noam, or warmup + cosine)
+    make_scaler           the loss scaler of ``train.precision`` (a disabled one for fp32)
     accumulate_gradients  forward and backward of some batches, each loss divided by the tokens of the whole step
     train_step            zero the gradients, accumulate them (here, or shared with helper processes), clip,
                           one Adam step, one schedule step
+
+With ``train.precision = "fp16"`` the forward passes run under ``ta.amp.autocast`` and the loss is scaled
+by the ``GradScaler``; the gradients are unscaled before clipping, and a step whose gradients hold an inf
+or nan is skipped (the schedule still advances) while the scale halves.
 
 Dividing every batch's summed loss by the target tokens of *all* the step's batches makes the summed
 ``.grad`` exactly the gradient of the mean loss over one big batch, however the step is cut into batches
@@ -13,6 +18,7 @@ Dividing every batch's summed loss by the target tokens of *all* the step's batc
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -62,39 +68,66 @@ def make_optimizer(config: Config, model: ta.nn.Module, clock: Callable[[], floa
     return optimizer, NoamLR(optimizer, d_model=d_model, warmup=t.warmup, factor=t.lr_factor)
 
 
+def make_scaler(config: Config) -> ta.amp.GradScaler:
+    """The ``GradScaler`` of ``train.precision``: PyTorch's defaults for fp16, a disabled one (a pass-through)
+    for fp32."""
+    return ta.amp.GradScaler(enabled=config.train.precision == "fp16")
+
+
 def _tensor(array: np.ndarray, device: ta.Device) -> ta.Tensor:
     return ta.tensor(array, device=device)
 
 
 def accumulate_gradients(model: Transformer, batches: Sequence[Batch], n_tokens: int, label_smoothing: float,
-                         device: ta.Device) -> float:
+                         device: ta.Device, scaler: ta.amp.GradScaler | None = None) -> float:
     """Forward and backward of each batch, its summed loss divided by ``n_tokens`` (the target tokens of the
     whole step, however it is split into batches or between processes), so that the ``.grad`` sums are
-    exactly the gradient of the step's mean loss. Returns the summed (undivided) loss."""
+    exactly the gradient of the step's mean loss. Returns the summed (undivided) loss.
+
+    With an enabled ``scaler`` the forward runs under autocast and the gradients are those of the loss
+    times the scaler's scale (``GradScaler.unscale_`` or ``step`` divides them back)."""
     total = 0.0
+    mixed = scaler is not None and scaler.is_enabled()
     for b in batches:
-        logits = model(_tensor(b.src, device), _tensor(b.tgt_in, device))
-        loss_sum, _ = model.loss(logits, _tensor(b.tgt_out, device), label_smoothing=label_smoothing)
-        (loss_sum / n_tokens).backward()
+        with ta.amp.autocast("cpu" if device.type == "cpu" else "cuda") if mixed else contextlib.nullcontext():
+            logits = model(_tensor(b.src, device), _tensor(b.tgt_in, device))
+            loss_sum, _ = model.loss(logits, _tensor(b.tgt_out, device), label_smoothing=label_smoothing)
+        loss = loss_sum / n_tokens
+        (scaler.scale(loss) if scaler is not None and mixed else loss).backward()
         total += float(loss_sum.item())
     return total
 
 
 def train_step(model: Transformer, optimizer: Adam, scheduler: LRScheduler, batches: Sequence[Batch],
-               config: Config, device: ta.Device, workers: SharedGradients | None = None) -> tuple[float, int]:
+               config: Config, device: ta.Device, workers: SharedGradients | None = None,
+               scaler: ta.amp.GradScaler | None = None) -> tuple[float, int]:
     """One optimiser step on ``batches`` (gradients accumulated); returns (summed loss, target tokens).
 
-    With ``workers`` (a ``parallel.GradientWorkers``) the batches are shared with helper processes.
+    With ``workers`` (a ``parallel.GradientWorkers``) the batches are shared with helper processes. With an
+    enabled ``scaler`` (``make_scaler`` for ``train.precision = "fp16"``) the step is mixed precision.
     """
     model.train()
     optimizer.zero_grad()
     n_tokens = sum(b.n_tgt_tokens for b in batches)
+    mixed = scaler is not None and scaler.is_enabled()
+    if mixed and workers is not None:
+        raise ConfigError("train.precision = 'fp16' cannot share batches with helper processes (train.workers)")
     if workers is None:
-        total = accumulate_gradients(model, batches, n_tokens, config.train.label_smoothing, device)
+        # In fp16 an overflow is expected now and then (the scaler skips that step): no NumPy warnings for it.
+        with np.errstate(over="ignore", invalid="ignore") if mixed else contextlib.nullcontext():
+            total = accumulate_gradients(model, batches, n_tokens, config.train.label_smoothing, device, scaler)
     else:
         total = workers.gradients(batches, n_tokens)
+    if mixed:
+        assert scaler is not None
+        scaler.unscale_(optimizer)  # clip (and step) on the true gradients
     if config.train.clip_norm is not None:
         clip_grad_norm_(model.parameters(), config.train.clip_norm)
-    optimizer.step()
+    if mixed:
+        assert scaler is not None
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     scheduler.step()
     return total, n_tokens

@@ -19,7 +19,7 @@ training time reaches ``max_minutes`` (time spent in steps; evaluation and check
 counted, so a preset's BLEU "after 35 minutes" means 35 minutes of learning), whichever comes first.
 
 Resuming (``resume=True``) restores from the newest ``ckpt_step<N>``: parameters, Adam's moments,
-the schedule, the random generator (dropout) and the position in the data (epoch and batches done
+the schedule, the loss scale (fp16), the random generator (dropout) and the position in the data (epoch and batches done
 in it; the batch order of an epoch depends only on the seed and the epoch number). The run then
 continues as if it had never stopped: ``N`` steps + resume + ``M`` steps ends with the same
 parameters as ``N + M`` steps in one go (on the CPU; CuPy's generator state is not restored), unless the
@@ -53,7 +53,7 @@ from models.translator.evaluate import format_scores, score
 from models.translator.machine import peak_rss_mb, resolve_device
 from models.translator.parallel import GradientWorkers, usable_workers
 from models.translator.run_dir import CURVES_NAME, LOG_NAME, METRICS_NAME, RESULTS_NAME, VOCAB_NAME, prepare_run_dir
-from models.translator.step import build, make_optimizer, train_step
+from models.translator.step import build, make_optimizer, make_scaler, train_step
 from models.translator.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -248,6 +248,13 @@ class _Run:
         self.progress = Progress()
         self._step_start = time.perf_counter()
         self.optimizer, self.scheduler = make_optimizer(config, self.model, clock=self.training_seconds)
+        self.scaler = make_scaler(config)
+        if t.tf32:
+            ta.amp.allow_tf32(True)
+            log.info("tf32: float32 matmuls may use TF32%s", "" if device.type == "cuda" else " (no effect on the CPU)")
+        if t.precision == "fp16":
+            log.info("mixed precision: fp16 autocast, loss scale %g%s", self.scaler.get_scale(),
+                     "" if device.type == "cuda" else " (on the CPU float16 matmuls are slow: this run will be too)")
         if saved is not None:
             if saved.optimizer is None or saved.scheduler is None:
                 raise ckpt.CheckpointError(f"cannot resume from {saved.path}: it holds no optimizer or schedule "
@@ -256,6 +263,8 @@ class _Run:
             # A run saved before the model took tinygrad_attn.nn's blocks names its parameters the old way.
             self.optimizer.load_state_dict(upgrade_optimizer_state_dict(saved.optimizer, saved.model, self.model))
             self.scheduler.load_state_dict(saved.scheduler)
+            if self.scaler.is_enabled() and saved.scaler:  # (a run saved in fp32 starts with a fresh scale)
+                self.scaler.load_state_dict(saved.scaler)
             if saved.rng is not None:
                 ta.random.set_rng_state(saved.rng)
             known = {k: v for k, v in saved.progress.items() if k in Progress.__dataclass_fields__}
@@ -280,7 +289,8 @@ class _Run:
         return dict(model_state=self.model.state_dict(), config=self.config.to_dict(),
                     vocab_bytes=self.vocab.to_bytes(), progress=asdict(self.progress),
                     optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-                    rng=ta.random.get_rng_state())
+                    rng=ta.random.get_rng_state(),
+                    scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None)
 
     def _evaluate(self) -> dict[str, Any]:
         p = self.progress
@@ -330,7 +340,7 @@ class _Run:
                 start = self._step_start = time.perf_counter()
                 batches = [next(stream) for _ in range(t.accum_steps)]
                 loss_sum, n_tokens = train_step(self.model, self.optimizer, self.scheduler, batches, self.config,
-                                                self.device, workers)
+                                                self.device, workers, self.scaler)
                 seconds = time.perf_counter() - start
                 p.step += 1
                 p.train_seconds += seconds

@@ -23,7 +23,9 @@ def contents(seed: int, step: int) -> dict:
                  "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.98), "params": [0]}]}
     return dict(model_state=state(seed), config=CONFIG, vocab_bytes=VOCAB,
                 progress={"step": step, "epoch": 1, "batch_in_epoch": 7, "train_seconds": 1.5},
-                optimizer=optimizer, scheduler={"last_epoch": step}, rng={"seed": 3, "cpu": {"state": 2**100}})
+                optimizer=optimizer, scheduler={"last_epoch": step}, rng={"seed": 3, "cpu": {"state": 2**100}},
+                scaler={"scale": 2.0**15, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+                        "_growth_tracker": step})
 
 
 def test_round_trip(tmp_path):
@@ -36,6 +38,8 @@ def test_round_trip(tmp_path):
     assert c.progress["batch_in_epoch"] == 7
     assert c.optimizer["state"][0]["step"] == 10 and c.optimizer["param_groups"][0]["betas"] == (0.9, 0.98)
     assert c.rng["cpu"]["state"] == 2**100 and c.scheduler == {"last_epoch": 10}
+    assert c.scaler == {"scale": 2.0**15, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+                        "_growth_tracker": 10}
     assert [p.name for p in tmp_path.iterdir()] == ["a.safetensors"]  # atomic write left no temp file
 
 

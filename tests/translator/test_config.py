@@ -91,6 +91,10 @@ def test_unknown_key_lists_the_valid_ones(tmp_path):
         ("train.warmup", r"not of the form section\.key=value"),
         ("data.max_len=300", None),
         ("data=3", r"data must be a mapping"),
+        ("train.precision=bf16", r"train\.precision = 'bf16' is not allowed: use one of fp32, fp16"),
+        ("train.precision=fp16", None),
+        ("train.tf32=1", r"train\.tf32 must be bool"),
+        ("train.tf32=true", None),
     ],
 )
 def test_bad_values_name_the_key(override, pattern):
@@ -109,6 +113,8 @@ def test_cross_field_rules():
     with pytest.raises(ConfigError, match=r"train\.max_steps = 10 is not allowed: must be at least train\.warmup"):
         C.load(overrides=["train.schedule=cosine", "train.max_minutes=5", "train.max_steps=10"])
     C.load(overrides=["train.schedule=cosine", "train.max_minutes=5", "train.max_epochs=null"])  # minutes alone
+    with pytest.raises(ConfigError, match=r"train\.workers = 2 is not allowed: helper processes compute in fp32"):
+        C.load(overrides=["train.precision=fp16", "train.workers=2"])
 
 
 def test_a_bad_file_is_named(tmp_path):

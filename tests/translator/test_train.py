@@ -48,6 +48,82 @@ def test_resume_continues_exactly(micro_config, tmp_path):
     assert [r.get("loss") for r in rows] == [r.get("loss") for r in ref]
 
 
+def test_fp16_resume_continues_exactly_and_keeps_the_loss_scale(micro_config, tmp_path):
+    n = 3
+    common = [f"train.checkpoint_every={n}", "train.eval_every=0", "train.precision=fp16"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    T.train(micro_config(*common, f"train.max_steps={2 * n}"), straight, console=False)
+    T.train(micro_config(*common, f"train.max_steps={n}"), split, console=False)
+    T.train(micro_config(*common, f"train.max_steps={2 * n}"), split, resume=True, console=False)
+
+    a, b = ckpt.load_checkpoint(straight / f"ckpt_step{2 * n}.safetensors"), \
+        ckpt.load_checkpoint(split / f"ckpt_step{2 * n}.safetensors")
+    for k in a.model:
+        assert a.model[k].dtype == ta.float32, k  # master weights stay float32
+        np.testing.assert_array_equal(a.model[k].numpy(), b.model[k].numpy(), err_msg=k)
+    assert a.scaler is not None and a.scaler == b.scaler
+    assert a.scaler["_growth_tracker"] == 2 * n  # every step was clean: the tracker counts through the resume
+    half = ckpt.load_checkpoint(split / f"ckpt_step{n}.safetensors")
+    assert half.scaler["_growth_tracker"] == n
+    assert "mixed precision: fp16 autocast" in (split / R.LOG_NAME).read_text()
+
+
+def test_fp16_resume_restores_a_changed_scale(micro_config, tmp_path, monkeypatch):
+    """A scale that moved (here: set by hand in the checkpoint) is the one the resumed run uses."""
+    run = tmp_path / "run"
+    T.train(micro_config("train.max_steps=2", "train.checkpoint_every=2", "train.eval_every=0",
+                         "train.precision=fp16"), run, console=False)
+    path = run / "ckpt_step2.safetensors"
+    saved = ta.load(path)
+    saved["scaler"]["scale"] = 128.0
+    ta.save(saved, path)
+    seen = []
+    real_step = S.train_step
+
+    def spy(*args, **kwargs):
+        scaler = args[7] if len(args) > 7 else kwargs["scaler"]
+        seen.append(scaler.get_scale())
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(T, "train_step", spy)
+    T.train(micro_config("train.max_steps=3", "train.checkpoint_every=3", "train.eval_every=0",
+                         "train.precision=fp16"), run, resume=True, console=False)
+    assert seen == [128.0]
+    assert ckpt.load_checkpoint(run / "ckpt_step3.safetensors").scaler["scale"] == 128.0
+
+
+def test_fp16_train_step_is_close_to_fp32_and_skips_an_overflowing_step(micro_config, tmp_path):
+    config = C.resolve(micro_config("model.dropout=0.0", "train.max_steps=1"))
+    pairs = load_pairs(config.data.direction, "train", config.data.data_dir, 40)
+    vocab = Vocab.train([s for p in pairs for s in p], tmp_path, vocab_size=200)
+    batcher = TokenBatcher(T.encode_pairs(vocab, pairs), max_tokens=10_000, max_len=256, shuffle=False)
+    batches = [batcher.make_batch(np.arange(len(pairs)))]
+    grads = {}
+    for precision in ("fp32", "fp16"):
+        config.train.precision = precision
+        ta.manual_seed(0)
+        model = S.build(config, len(vocab), ta.device("cpu"))
+        opt, sched = S.make_optimizer(config, model)
+        scaler = S.make_scaler(config)
+        assert scaler.is_enabled() == (precision == "fp16")
+        loss, _ = S.train_step(model, opt, sched, batches, config, ta.device("cpu"), scaler=scaler)
+        grads[precision] = (loss, {k: p.grad.numpy() for k, p in model.named_parameters()})
+        assert all(p.dtype == ta.float32 for p in model.parameters())
+    (loss32, g32), (loss16, g16) = grads["fp32"], grads["fp16"]
+    assert loss16 == pytest.approx(loss32, rel=1e-2) and loss16 != loss32  # close, and float16 really ran
+    for k in g32:
+        scale = np.abs(g32[k]).max() + 1e-6
+        np.testing.assert_allclose(g16[k] / scale, g32[k] / scale, atol=5e-2, err_msg=k)
+
+    # A scale so large that the scaled gradients overflow: the step is skipped and the scale halves.
+    before = {k: p.numpy().copy() for k, p in model.named_parameters()}
+    scaler.update(new_scale=2.0**120)
+    S.train_step(model, opt, sched, batches, config, ta.device("cpu"), scaler=scaler)
+    assert scaler.get_scale() == 2.0**119
+    for k, p in model.named_parameters():
+        np.testing.assert_array_equal(p.numpy(), before[k], err_msg=k)
+
+
 def test_resume_drops_metrics_logged_after_the_checkpoint(micro_config, tmp_path):
     run = tmp_path / "run"
     T.train(micro_config("train.max_steps=4", "train.checkpoint_every=2", "train.eval_every=0"),
