@@ -4,6 +4,8 @@
     python benchmarks/translator.py --preset tiny --json out.json
     python benchmarks/translator.py --checkpoint runs/small  # decode with trained weights (real lengths)
     python benchmarks/translator.py --quick                  # tiny sizes, a few seconds: a smoke run
+    python benchmarks/translator.py --preset base --device cuda --precision fp16 --no-rss   # on a GPU
+    python benchmarks/translator.py --table fp32.json fp16.json   # one table from earlier --json outputs
 
 **The twin** (``Twin*`` classes below) is the model of ``models/transformer.py`` written with plain
 ``torch.nn``: post-LN encoder-decoder, the preset's d_model / heads / layers / d_ff, one embedding shared by
@@ -21,6 +23,14 @@ Each framework runs in a worker process of its own (``--same-process`` puts both
 run alone: PyTorch's OpenMP threads and NumPy's OpenBLAS threads never share a process. The workers rebuild
 the same initial weights from the seed (checked by a checksum) and are driven in turn over pipes: while one
 works, the other sleeps. Times are taken inside the workers with ``time.perf_counter``.
+
+**On a GPU** (``--device cuda``): ours on tinygrad_attn's ``cuda`` device (CuPy), the twin on PyTorch's; the
+twin check above still runs on the CPU in float64, before the models move. A GPU works asynchronously, so each
+timed call (a training step, one batch's decoding) ends by waiting for the device (``cupy.cuda.Device().
+synchronize()``, ``torch.cuda.synchronize()``), and only then is the clock read; nothing is synchronised inside
+it. ``--precision fp16``: mixed precision with dynamic loss scaling for both: ours is ``train_step`` with
+``train.precision = "fp16"`` (``ta.amp.autocast``, ``ta.amp.GradScaler``), the twin's uses ``torch.autocast``
+and ``torch.amp.GradScaler``; decoding runs under autocast too.
 
 What is measured, in one run, with both frameworks given the same number of threads (``--threads``,
 default: every core; it sets OMP/OpenBLAS/MKL thread counts before NumPy loads and ``torch.set_num_threads``):
@@ -56,6 +66,7 @@ default: every core; it sets OMP/OpenBLAS/MKL thread counts before NumPy loads a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -100,6 +111,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a run directory or checkpoint: its weights, preset and vocabulary instead of fresh ones")
     p.add_argument("--data-dir", help="folder with the Multi30k .gz files (default: models.translator.data's lookup)")
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="where both frameworks compute: ours on tinygrad_attn's device, the twin on PyTorch's")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
+                   help="fp16: mixed precision (autocast + dynamic loss scaling) for both frameworks")
+    p.add_argument("--no-decode", dest="decode", action="store_false", help="time training only")
+    p.add_argument("--no-rss", dest="rss", action="store_false",
+                   help="skip the peak-RSS children (host memory; not what matters on a GPU)")
+    p.add_argument("--table", nargs="+", metavar="JSON",
+                   help="print one table side by side from earlier --json outputs (e.g. fp32 and fp16), and exit")
     p.add_argument("--no-torch", action="store_true", help="ours only, even if PyTorch is installed")
     p.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH ('-': stdout)")
     p.add_argument("--quick", action="store_true",
@@ -109,6 +129,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rss-child", choices=["ours", "torch"], help=argparse.SUPPRESS)  # internal: one RSS child
     p.add_argument("--worker", choices=["ours", "torch"], help=argparse.SUPPRESS)  # internal: one timing worker
     args = p.parse_args(argv)
+    if args.workers > 1 and args.device != "cpu":
+        p.error(f"--workers {args.workers} is for the CPU (processes of one BLAS thread each); on --device "
+                f"{args.device} use 1")
+    if args.workers > 1 and args.precision == "fp16":
+        p.error(f"--workers {args.workers}: helper processes compute in fp32 only; use 1 with --precision fp16")
     if args.quick:
         args.steps, args.warmup, args.rss_steps = min(args.steps, 3), min(args.warmup, 1), min(args.rss_steps, 1)
         args.max_tokens, args.vocab_size = min(args.max_tokens, 300), min(args.vocab_size, 300)
@@ -300,7 +325,8 @@ class TwinTransformer(_Module):
         past = cache.length if cache is not None else 0
         tgt_mask = None
         if T > 1:
-            tgt_mask = torch.arange(T)[:, None] + past >= torch.arange(past + T)[None, :]
+            positions = torch.arange(past + T, device=tgt_in.device)
+            tgt_mask = positions[:T, None] + past >= positions[None, :]
         src_mask = src_keep[:, None, None, :]
         x = self.embed(tgt_in, offset=past)
         for i, layer in enumerate(self.decoder_layers):
@@ -316,6 +342,11 @@ class TwinTransformer(_Module):
     def loss(self, logits: Any, tgt_out: Any, label_smoothing: float = 0.1) -> Any:
         return TF.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt_out.reshape(-1), ignore_index=self.pad_id,
                                 reduction="sum", label_smoothing=label_smoothing)
+
+
+def twin_tensor(model: Any, array: np.ndarray) -> Any:
+    """A host array as a tensor on the twin's device (no copy on the CPU)."""
+    return torch.from_numpy(array).to(model.embedding.weight.device)
 
 
 def build_twin(ours: Any) -> Any:
@@ -459,42 +490,106 @@ def twin_optimizer(config: cfg.Config, twin: Any) -> tuple[Any, Any]:
     return optimizer, scheduler
 
 
-def twin_train_step(twin: Any, optimizer: Any, scheduler: Any, batch: Batch, label_smoothing: float) -> float:
-    """The twin's ``train_step``: forward, summed loss / target tokens, backward, Adam, schedule."""
+def twin_train_step(twin: Any, optimizer: Any, scheduler: Any, batch: Batch, label_smoothing: float,
+                    scaler: Any = None) -> float:
+    """The twin's ``train_step``: forward, summed loss / target tokens, backward, Adam, schedule. With a
+    ``torch.amp.GradScaler``: forward and loss under ``torch.autocast`` (float16), the scaled loss's backward,
+    and the scaler's step (skipped on non-finite gradients) and update."""
     twin.train()
     optimizer.zero_grad(set_to_none=True)
-    src, tgt_in, tgt_out = (torch.from_numpy(a) for a in (batch.src, batch.tgt_in, batch.tgt_out))
-    loss_sum = twin.loss(twin(src, tgt_in), tgt_out, label_smoothing)
-    (loss_sum / batch.n_tgt_tokens).backward()
-    total = float(loss_sum.item())
-    optimizer.step()
+    src, tgt_in, tgt_out = (twin_tensor(twin, a) for a in (batch.src, batch.tgt_in, batch.tgt_out))
+    if scaler is None:
+        loss_sum = twin.loss(twin(src, tgt_in), tgt_out, label_smoothing)
+        (loss_sum / batch.n_tgt_tokens).backward()
+        total = float(loss_sum.item())
+        optimizer.step()
+    else:
+        with torch.autocast(device_type=src.device.type, dtype=torch.float16):
+            loss_sum = twin.loss(twin(src, tgt_in), tgt_out, label_smoothing)
+        scaler.scale(loss_sum / batch.n_tgt_tokens).backward()
+        total = float(loss_sum.item())
+        scaler.step(optimizer)
+        scaler.update()
     scheduler.step()
     return total
 
 
-def our_step_fn(config: cfg.Config, model: Any, workers: int = 1) -> Any:
-    """Our training step on one batch; with ``workers`` > 1 the batch is shared by that many processes
-    (``parallel.GradientWorkers``, kept in the function's ``workers`` attribute: their peak RSS counts too)."""
+def amp_module() -> Any:
+    """``tinygrad_attn.amp`` (autocast, GradScaler), or a clear exit where this checkout lacks it or the
+    translator's mixed-precision step (``models.translator.step.make_scaler``)."""
+    try:
+        import tinygrad_attn.amp as amp
+        from models.translator.step import make_scaler  # noqa: F401
+    except ImportError as e:
+        raise SystemExit(f"--precision fp16 needs tinygrad_attn.amp (autocast and GradScaler) and the translator's "
+                         f"mixed-precision step (models.translator.step.make_scaler), which this checkout does not "
+                         f"have ({e}); use --precision fp32") from None
+    return amp
+
+
+def our_step_fn(config: cfg.Config, model: Any, workers: int = 1, precision: str = "fp32") -> Any:
+    """Our training step (``train_step`` itself) on one batch, on the model's device; with ``workers`` > 1 the
+    batch is shared by that many processes (``parallel.GradientWorkers``, kept in the function's ``workers``
+    attribute: their peak RSS counts too); ``precision="fp16"``: with the loss scaler of
+    ``train.precision = "fp16"`` (autocast inside ``train_step``)."""
     from models.translator.train import make_optimizer, train_step
 
     optimizer, scheduler = make_optimizer(config, model, clock=standing_clock)
-    device = ta.device("cpu")
-    pool = None
+    device = model.device
+    pool, scaler = None, None
+    if precision == "fp16":
+        amp_module()
+        from models.translator.step import make_scaler
+
+        config.train.precision = "fp16"
+        scaler = make_scaler(config)
     if workers > 1:
         from models.translator.parallel import GradientWorkers
 
         pool = GradientWorkers(model, workers, config.train.label_smoothing, device)
 
     def step(batch: Batch) -> float:
-        return train_step(model, optimizer, scheduler, [batch], config, device, pool)[0]
+        if scaler is None:
+            return train_step(model, optimizer, scheduler, [batch], config, device, pool)[0]
+        return train_step(model, optimizer, scheduler, [batch], config, device, pool, scaler=scaler)[0]
 
     step.workers = pool  # type: ignore[attr-defined]
     return step
 
 
-def twin_step_fn(config: cfg.Config, twin: Any) -> Any:
+def twin_step_fn(config: cfg.Config, twin: Any, precision: str = "fp32") -> Any:
     optimizer, scheduler = twin_optimizer(config, twin)
-    return lambda batch: twin_train_step(twin, optimizer, scheduler, batch, config.train.label_smoothing)
+    device_type = twin.embedding.weight.device.type
+    scaler = torch.amp.GradScaler(device_type) if precision == "fp16" else None
+    return lambda batch: twin_train_step(twin, optimizer, scheduler, batch, config.train.label_smoothing, scaler)
+
+
+def to_device(name: str, model: Any, device: str) -> Any:
+    """Ours onto tinygrad_attn's ``device``, the twin onto PyTorch's."""
+    if name == "ours":
+        return model.to(ta.device(device))
+    return model.to(torch.device(device))
+
+
+def synchronize(name: str, device: str) -> None:
+    """Wait until the GPU has done all the work queued so far (nothing to wait for on the CPU)."""
+    if device == "cpu":
+        return
+    if name == "ours":
+        import cupy
+
+        cupy.cuda.Device().synchronize()
+    else:
+        torch.cuda.synchronize()
+
+
+def autocast(name: str, args: argparse.Namespace) -> Any:
+    """Float16 autocast for ``--precision fp16`` (ours or PyTorch's), else a context that does nothing."""
+    if args.precision != "fp16":
+        return contextlib.nullcontext()
+    if name == "ours":
+        return amp_module().autocast(device_type=args.device, dtype=ta.float16)
+    return torch.autocast(device_type=args.device, dtype=torch.float16)
 
 
 class Runner:
@@ -502,8 +597,10 @@ class Runner:
 
     def __init__(self, name: str, config: cfg.Config, model: Any, batches: list[Batch], sources: list[list[int]],
                  args: argparse.Namespace) -> None:
-        self.name, self.model, self.batches, self.args = name, model, batches, args
-        self.step = our_step_fn(config, model, args.workers) if name == "ours" else twin_step_fn(config, model)
+        self.name, self.batches, self.args = name, batches, args
+        self.model = model = to_device(name, model, args.device)
+        self.step = (our_step_fn(config, model, args.workers, args.precision) if name == "ours" else
+                     twin_step_fn(config, model, args.precision))
         self.chunks = decode_chunks(sources, args)
 
     def train(self, i: int) -> dict[str, Any]:
@@ -511,12 +608,15 @@ class Runner:
         batch = self.batches[i % len(self.batches)]
         start = time.perf_counter()
         loss = self.step(batch)
+        synchronize(self.name, self.args.device)
         return {"seconds": time.perf_counter() - start, "loss": loss, "tokens": batch.n_tgt_tokens}
 
     def decode(self, beam: int, use_cache: bool, chunk: int) -> dict[str, Any]:
         """Translate one decoding batch of the sources: seconds and the outputs."""
         start = time.perf_counter()
-        outputs = decode_with(self.name, self.model, self.chunks[chunk], beam, use_cache, self.args)
+        with autocast(self.name, self.args):
+            outputs = decode_with(self.name, self.model, self.chunks[chunk], beam, use_cache, self.args)
+        synchronize(self.name, self.args.device)
         return {"seconds": time.perf_counter() - start, "outputs": outputs}
 
 
@@ -618,6 +718,23 @@ def bench_training(runners: dict[str, Any], warmup: int, n: int, pause: float = 
 # ---------------------------------------------------------------------------------------------------------
 
 
+class TwinDeviceLogits:
+    """A GPU tensor of logits as search.py's loops read it: ``argmax`` on the device, ``numpy()`` to the host."""
+
+    def __init__(self, tensor: Any) -> None:
+        self.tensor = tensor
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.tensor.shape)
+
+    def argmax(self, dim: int) -> TwinDeviceLogits:
+        return TwinDeviceLogits(self.tensor.argmax(dim=dim))
+
+    def numpy(self) -> np.ndarray:
+        return self.tensor.cpu().numpy()
+
+
 class TwinDecoder:
     """search._Decoder for the twin: the prefixes of R rows, their next-token logits, advance."""
 
@@ -628,17 +745,19 @@ class TwinDecoder:
 
     def logits(self) -> Any:
         if self.cache is not None:
-            h = self.model.decode_hidden(torch.from_numpy(self.tokens[:, -1:]), self.memory, self.src_keep, self.cache)
+            h = self.model.decode_hidden(twin_tensor(self.model, self.tokens[:, -1:]), self.memory, self.src_keep,
+                                         self.cache)
         else:
-            h = self.model.decode_hidden(torch.from_numpy(self.tokens), self.memory, self.src_keep)[:, -1:]
-        return self.model.project(h)[:, 0]
+            h = self.model.decode_hidden(twin_tensor(self.model, self.tokens), self.memory, self.src_keep)[:, -1:]
+        logits = self.model.project(h)[:, 0]
+        return logits if logits.device.type == "cpu" else TwinDeviceLogits(logits)
 
     def advance(self, tokens: np.ndarray, rows: np.ndarray | None = None, same_sources: bool = True) -> None:
         if rows is None:
             self.tokens = np.concatenate([self.tokens, tokens[:, None]], axis=1)
             return
         self.tokens = np.concatenate([self.tokens[rows], tokens[:, None]], axis=1)
-        index = torch.from_numpy(rows)
+        index = twin_tensor(self.model, rows)
         if not same_sources:
             self.memory, self.src_keep = self.memory[index], self.src_keep[index]
         if self.cache is not None:
@@ -652,7 +771,7 @@ def _max_lengths(src: np.ndarray, a: float, b: int) -> np.ndarray:
 def twin_greedy(model: Any, src: np.ndarray, use_cache: bool, max_len_a: float = 1.0,
                 max_len_b: int = 50) -> list[list[int]]:
     """search.greedy_decode on the twin: the same loop (``search.greedy_loop``) over the twin's decoder."""
-    memory, src_keep = model.encode(torch.from_numpy(src))
+    memory, src_keep = model.encode(twin_tensor(model, src))
     return greedy_loop(TwinDecoder(model, memory, src_keep, use_cache), _max_lengths(src, max_len_a, max_len_b),
                        EOS_ID)
 
@@ -660,8 +779,8 @@ def twin_greedy(model: Any, src: np.ndarray, use_cache: bool, max_len_a: float =
 def twin_beam(model: Any, src: np.ndarray, use_cache: bool, k: int = 4, alpha: float = 0.6, max_len_a: float = 1.0,
               max_len_b: int = 50) -> list[list[int]]:
     """search.beam_search on the twin: the same loop (``search.beam_loop``) over the twin's decoder."""
-    memory, src_keep = model.encode(torch.from_numpy(src))
-    rows = torch.from_numpy(np.repeat(np.arange(src.shape[0]), k))
+    memory, src_keep = model.encode(twin_tensor(model, src))
+    rows = twin_tensor(model, np.repeat(np.arange(src.shape[0]), k))
     decoder = TwinDecoder(model, memory[rows], src_keep[rows], use_cache)
     return beam_loop(decoder, _max_lengths(src, max_len_a, max_len_b), EOS_ID, k, alpha)
 
@@ -768,11 +887,11 @@ def rss_child(args: argparse.Namespace) -> None:
     config, _, model, batches, _ = load_everything(args)
     largest = sorted(batches, key=lambda b: b.src.size + b.tgt_in.size, reverse=True)[: args.rss_steps]
     if args.rss_child == "ours":
-        step = our_step_fn(config, model, args.workers)
+        step = our_step_fn(config, to_device("ours", model, args.device), args.workers, args.precision)
     else:
-        twin = build_twin(model)
+        twin = to_device("torch", build_twin(model), args.device)
         del model  # our copy of the weights: the twin's process keeps only its own
-        step = twin_step_fn(config, twin)
+        step = twin_step_fn(config, twin, args.precision)
     gc.collect()
     reset = reset_peak_rss()
     before = current_rss_mb()
@@ -800,7 +919,8 @@ def _child_args(args: argparse.Namespace) -> list[str]:
             "--max-tokens", str(args.max_tokens),
             "--vocab-size", str(args.vocab_size), "--rss-steps", str(args.rss_steps), "--seed", str(args.seed),
             "--decode-sentences", str(args.decode_sentences), "--decode-batch", str(args.decode_batch),
-            "--beam", str(args.beam), "--max-len-a", str(args.max_len_a), "--max-len-b", str(args.max_len_b)]
+            "--beam", str(args.beam), "--max-len-a", str(args.max_len_a), "--max-len-b", str(args.max_len_b),
+            "--device", args.device, "--precision", args.precision]
     if args.quick:
         argv.append("--quick")
     if args.checkpoint:
@@ -827,10 +947,30 @@ def machine(args: argparse.Namespace) -> dict[str, Any]:
                                 check=False).stdout.strip() or None
     except OSError:
         commit = None
+    gpu = None
+    if args.device == "cuda":
+        import cupy
+
+        gpu = f"{cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}, CuPy {cupy.__version__}, CUDA " \
+              f"runtime {cupy.cuda.runtime.runtimeGetVersion()}"
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": args.threads, "platform": platform.platform(),
             "python": platform.python_version(), "numpy": np.__version__, "tinygrad_attn": ta.__version__,
             "torch": torch.__version__ if torch is not None else None, "commit": commit,
-            "load_average": os.getloadavg()}
+            "load_average": os.getloadavg(), "gpu": gpu}
+
+
+def check_device_args(args: argparse.Namespace) -> None:
+    """Exit with a clear message when ``--device``/``--precision`` cannot run here, before any data is loaded."""
+    if args.device == "cuda":
+        try:
+            ta.zeros(1, device=ta.device("cuda"))  # imports CuPy and touches the GPU
+        except RuntimeError as e:
+            raise SystemExit(f"--device cuda: tinygrad_attn cannot use CUDA here: {e} Or use --device cpu.") from None
+        if torch is not None and not torch.cuda.is_available():
+            raise SystemExit(f"--device cuda: PyTorch {torch.__version__} has no usable CUDA device (a CPU-only build, "
+                             "or no GPU); install a CUDA build of torch, or pass --no-torch to time ours alone")
+    if args.precision == "fp16":
+        amp_module()
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -843,11 +983,14 @@ def _num(x: float | None, digits: int = 0) -> str:
 
 def report(res: dict[str, Any]) -> str:
     m, h = res["machine"], res["model"]
-    lines = [f"Translator benchmark: preset {h['preset']} (d_model {h['d_model']}, {h['n_encoder_layers']}+"
-             f"{h['n_decoder_layers']} layers, {h['n_heads']} heads, d_ff {h['d_ff']}, {h['parameters']:,} "
-             f"parameters), vocabulary {h['vocab_size']}, weights: {h['weights']}",
+    a = res["args"]
+    lines = [f"Translator benchmark on {a.get('device', 'cpu')}, {a.get('precision', 'fp32')}: preset "
+             f"{h['preset']} (d_model {h['d_model']}, {h['n_encoder_layers']}+{h['n_decoder_layers']} layers, "
+             f"{h['n_heads']} heads, d_ff {h['d_ff']}, {h['parameters']:,} parameters), vocabulary {h['vocab_size']}, "
+             f"weights: {h['weights']}",
              f"machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads for both; load average at the start "
-             f"{m['load_average'][0]:.2f}; numpy {m['numpy']}, torch {m['torch']}, commit {m['commit']}"]
+             f"{m['load_average'][0]:.2f}; numpy {m['numpy']}, torch {m['torch']}, commit {m['commit']}"
+             + (f"; GPU: {m['gpu']}" if m.get("gpu") else "")]
     if "twin_check" in res:
         c = res["twin_check"]
         lines.append(f"twin check (eval mode, one batch, float64): loss per token ours {c['loss_ours']:.6f}, torch "
@@ -873,11 +1016,12 @@ def report(res: dict[str, Any]) -> str:
                 "KV cache, sentences/s"
         rows.append((label, *(entry.get(n, {}).get("sentences_per_s") for n in ("ours", "torch")), 1))
     rss = res.get("rss", {})
-    rows.append(("peak RSS in training steps, MB (lower is better)",
-                 *(rss.get(n, {}).get("peak_mb") for n in ("ours", "torch")), 0))
-    rows.append(("  of which the steps' own (peak - RSS before them)",
-                 *((rss[n]["peak_mb"] - rss[n]["before_steps_mb"]) if n in rss else None for n in ("ours", "torch")),
-                 0))
+    if rss:
+        rows.append(("peak RSS in training steps, MB (lower is better)",
+                     *(rss.get(n, {}).get("peak_mb") for n in ("ours", "torch")), 0))
+        rows.append(("  of which the steps' own (peak - RSS before them)",
+                     *((rss[n]["peak_mb"] - rss[n]["before_steps_mb"]) if n in rss else None
+                       for n in ("ours", "torch")), 0))
     if rss.get("ours", {}).get("worker_processes_peak_mb"):
         rows.append((f"  + our {res['args']['workers'] - 1} gradient worker process(es)' own peak, MB",
                      rss["ours"]["worker_processes_peak_mb"], None, 0))
@@ -893,6 +1037,8 @@ def report(res: dict[str, Any]) -> str:
     lines.append(f"training: {t['mean_tokens_per_step']:.0f} target tokens per step on average; median step "
                  + ", ".join(f"{n} {v['step_s_median']:.3f} s" for n, v in tr.items()))
     dec = res["decoding"]
+    if not dec:
+        return "\n".join(lines)
     lines.append(f"decoding {res['decode_sentences']} val sentences, batches of {res['decode_batch']}: mean output "
                  "tokens " + ", ".join(f"{k} {v['ours']['mean_output_tokens']:.1f}" for k, v in dec.items())
                  + "; identical outputs ours vs torch: "
@@ -902,13 +1048,49 @@ def report(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def side_by_side(results: list[dict[str, Any]]) -> str:
+    """One table from several runs' JSON (say fp32 and fp16 on one GPU): per run, ours, the twin and ours/torch
+    for the median training step (time: lower is better), training tokens/s and decoding sentences/s."""
+    heads = [f"{r['args'].get('device', 'cpu')} {r['args'].get('precision', 'fp32')}" for r in results]
+    first = results[0]["model"]
+    rows: list[tuple[str, list[tuple[float | None, float | None]], int]] = []
+
+    def row(label: str, pick: Any, digits: int) -> None:
+        rows.append((label, [(pick(r, "ours"), pick(r, "torch")) for r in results], digits))
+
+    def training(key: str, scale: float = 1.0) -> Any:
+        return lambda r, n: r["training"][n][key] * scale if n in r["training"] else None
+
+    row("training step, ms (median; lower is better)", training("step_s_median", 1000.0), 1)
+    row("training, target tokens/s (median)", training("tokens_per_s_median"), 0)
+    for key in dict.fromkeys(k for r in results for k in r.get("decoding", {})):
+        mode, cache = key.split("_")
+        label = f"{'greedy' if mode == 'greedy' else 'beam ' + mode[4:]}, {'with' if cache == 'cache' else 'no'} " \
+                "KV cache, sentences/s"
+        row(label, lambda r, n, k=key: r.get("decoding", {}).get(k, {}).get(n, {}).get("sentences_per_s"), 1)
+    width = max(len(label) for label, _, _ in rows)
+    lines = [f"preset {first['preset']} ({first['parameters']:,} parameters); columns: "
+             + ", ".join(f"{h} (tinygrad_attn {r['machine']['commit']})" for h, r in zip(heads, results)), ""]
+    lines.append(f"| {'measure':<{width}} | " + " | ".join(f"{h + ' ours':>14} | {h + ' torch':>14} | ours/torch"
+                                                          for h in heads) + " |")
+    lines.append(f"|{'-' * (width + 2)}|" + "|".join(f"{'-' * 15}:|{'-' * 15}:|-----------:" for _ in heads) + "|")
+    for label, pairs, digits in rows:
+        lines.append(f"| {label:<{width}} | " + " | ".join(f"{_num(o, digits):>14} | {_num(t, digits):>14} | "
+                                                          f"{_ratio(o, t):>10}" for o, t in pairs) + " |")
+    return "\n".join(lines)
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
+    if args.table:
+        print(side_by_side([json.loads(Path(path).read_text(encoding="utf-8")) for path in args.table]))
+        return {}
     if args.rss_child:
         rss_child(args)
         return {}
     if args.worker:
         serve_worker(args)
         return {}
+    check_device_args(args)
     res: dict[str, Any] = {"machine": machine(args), "args": vars(args)}
     what = args.checkpoint or ("quick" if args.quick else f"preset {args.preset}")
     print(f"loading data and building models ({what})...", file=sys.stderr)
@@ -936,17 +1118,20 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"the workers did not start from the same weights: {sums}")
     try:
         # Decoding first, from the weights both hold now (training changes them differently: dropout differs).
-        print("decoding...", file=sys.stderr)
         res["decode_sentences"], res["decode_batch"] = len(sources), args.decode_batch
-        res["decoding"] = bench_decoding(runners, sources, args)
+        res["decoding"] = {}
+        if args.decode:
+            print("decoding...", file=sys.stderr)
+            res["decoding"] = bench_decoding(runners, sources, args)
         print("training...", file=sys.stderr)
         res["training"] = bench_training(runners, args.warmup, args.steps, args.pause)
     finally:
         for r in runners.values():
             if isinstance(r, WorkerRunner):
                 r.close()
-    print("peak RSS (child processes)...", file=sys.stderr)
-    res["rss"] = bench_rss(args, names)
+    if args.rss:
+        print("peak RSS (child processes)...", file=sys.stderr)
+        res["rss"] = bench_rss(args, names)
     res["machine"]["load_average_end"] = os.getloadavg()
     print(report(res))
     if args.json:

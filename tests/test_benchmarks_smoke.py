@@ -119,3 +119,31 @@ def test_twin_decoding_matches_ours_with_and_without_cache(bench) -> None:
             assert bench.twin_greedy(twin, src, use_cache, max_len_b=8) == greedy_decode(ours, src, 2, 3, max_len_b=8)
             assert bench.twin_beam(twin, src, use_cache, 3, max_len_b=8) == beam_search(ours, src, 2, 3, 3,
                                                                                         max_len_b=8)
+
+
+def test_twin_decoding_through_device_logits_matches(bench) -> None:
+    """On a GPU the twin's decoder hands search.py ``TwinDeviceLogits`` (argmax on the device, ``numpy()`` to
+    the host): the same loops over them give the same outputs as over the plain CPU tensors."""
+    import torch
+
+    from models.transformer import build_model
+    from models.translator.search import beam_loop, greedy_loop
+
+    class WrappedDecoder(bench.TwinDecoder):
+        def logits(self):
+            return bench.TwinDeviceLogits(super().logits())
+
+    rng = np.random.default_rng(2)
+    twin = bench.build_twin(build_model(40, d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32))
+    twin.eval()
+    src = rng.integers(4, 40, size=(4, 6))
+    src[:, -1] = 3
+    max_len = bench._max_lengths(src, 1.0, 8)
+    with torch.inference_mode():
+        memory, keep = twin.encode(bench.twin_tensor(twin, src))
+        for use_cache in (True, False):
+            assert greedy_loop(WrappedDecoder(twin, memory, keep, use_cache), max_len, 3) == \
+                bench.twin_greedy(twin, src, use_cache, max_len_b=8)
+            rows = torch.from_numpy(np.repeat(np.arange(4), 3))
+            assert beam_loop(WrappedDecoder(twin, memory[rows], keep[rows], use_cache), max_len, 3, 3, 0.6) == \
+                bench.twin_beam(twin, src, use_cache, 3, max_len_b=8)
