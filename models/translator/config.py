@@ -114,7 +114,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     accum_steps: int = 1  # batches whose gradients are summed before one optimiser step
     clip_norm: float | None = None  # clip the global gradient norm to this (None: no clipping)
-    workers: int = 1  # CPU processes that share each batch (data parallel, parallel.py); 1: this process alone
+    workers: int = 1  # CPU processes sharing each batch in fp32 (data parallel, parallel.py); GPU or fp16: one
     precision: str = "fp32"  # "fp16": mixed precision (ta.amp autocast + GradScaler, float32 master weights)
     tf32: bool = False  # float32 matmuls on TF32 tensor cores (NVIDIA Ampere+; no effect on the CPU)
     # Stopping: training ends at whichever comes first; at least one must be set.
@@ -387,11 +387,7 @@ def validate(config: Config) -> Config:
     need(t.accum_steps >= 1, "train.accum_steps", t.accum_steps, "must be at least 1")
     need(t.clip_norm is None or t.clip_norm > 0, "train.clip_norm", t.clip_norm, "must be positive or null")
     need(t.workers >= 1, "train.workers", t.workers, "must be at least 1")
-    need(t.workers == 1 or config.device == "cpu", "train.workers", t.workers,
-         f"processes sharing a batch are for the CPU; use 1 with device {config.device!r}")
     need(t.precision in PRECISIONS, "train.precision", t.precision, f"use one of {', '.join(PRECISIONS)}")
-    need(t.precision == "fp32" or t.workers == 1, "train.workers", t.workers,
-         "helper processes compute in fp32 only; use 1 with train.precision = 'fp16'")
     for name in ("max_steps", "max_epochs", "max_minutes"):
         v = getattr(t, name)
         need(v is None or v > 0, f"train.{name}", v, "must be positive or null")

@@ -160,6 +160,17 @@ def _check_resumable(config: Config, saved: dict[str, Any]) -> None:
 # ---- the loop -----------------------------------------------------------------------------------------
 
 
+def training_processes(workers: int, device_type: str, precision: str) -> int:
+    """How many processes share each batch: ``train.workers`` (capped by the cores there are) on the CPU in fp32,
+    where parallel.py's helpers compute; one on a GPU or in fp16, said once in the log."""
+    if device_type == "cpu" and precision == "fp32":
+        return usable_workers(workers)
+    if workers > 1:
+        log.info("train.workers = %d applies to the CPU in fp32: one process on %s in %s", workers, device_type,
+                 precision)
+    return 1
+
+
 def _batch_stream(batcher: TokenBatcher, progress: Progress) -> Iterator[Batch]:
     """Batches forever from the position in ``progress``, advancing it as each batch is handed out."""
     while True:
@@ -325,7 +336,7 @@ class _Run:
     def run(self) -> dict[str, Any]:
         t, p = self.config.train, self.progress
         workers = None
-        n_workers = usable_workers(t.workers)
+        n_workers = training_processes(t.workers, self.device.type, t.precision)
         if n_workers > 1:  # helper processes share each batch (parallel.py); forked before any other thread starts
             workers = GradientWorkers(self.model, n_workers, t.label_smoothing, self.device)
             log.info("data parallel: each batch shared by %d processes", n_workers)

@@ -229,3 +229,15 @@ def test_resume_refuses_a_different_model(micro_config, tmp_path):
     with pytest.raises(C.ConfigError, match=r"cannot resume: model\.d_ff is 128 but the checkpoint .* 64"):
         T.train(micro_config("train.max_steps=2", "model.d_ff=128"), tmp_path / "run", resume=True,
                 console=False)
+
+
+def test_workers_share_batches_only_on_the_cpu_in_fp32(monkeypatch, caplog):
+    monkeypatch.setattr(T, "usable_workers", lambda n: n)  # this machine's core count is not the point here
+    assert T.training_processes(2, "cpu", "fp32") == 2
+    with caplog.at_level("INFO", logger=T.log.name):
+        assert T.training_processes(2, "cuda", "fp32") == 1
+        assert T.training_processes(2, "cpu", "fp16") == 1
+        assert T.training_processes(1, "cuda", "fp16") == 1
+    said = [r.getMessage() for r in caplog.records if "applies to the CPU in fp32" in r.getMessage()]
+    assert said == ["train.workers = 2 applies to the CPU in fp32: one process on cuda in fp32",
+                    "train.workers = 2 applies to the CPU in fp32: one process on cpu in fp16"]
