@@ -582,6 +582,11 @@ def test_getitem_and_setitem_match_torch(data):
     torch = pytest.importorskip("torch")
     x = data.draw(arrays(shapes(min_dims=1, empty=False)))
     index = data.draw(indices(x.shape, unique=True).filter(_no_negative_steps))  # PyTorch has no negative steps
+    _check_indexing_against_torch(torch, x, index)
+
+
+def _check_indexing_against_torch(torch, x, index):
+    """x[index] (forward and backward) and x[index] = g agree with PyTorch exactly."""
     ours, theirs = ta.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
     y, ty = ours[index], theirs[_to_torch_index(torch, index)]
     np.testing.assert_array_equal(y.numpy(), ty.detach().numpy())
@@ -606,17 +611,7 @@ def test_mixed_int_and_array_indexing_matches_torch(index):
     torch = pytest.importorskip("torch")
     data = np.arange(5 * 6 * 7.0).reshape(5, 6, 7)
     index = tuple(np.array(i) if isinstance(i, list) else i for i in index)
-    ours, theirs = ta.tensor(data, requires_grad=True), torch.tensor(data, requires_grad=True)
-    y, ty = ours[index], theirs[_to_torch_index(torch, index)]
-    np.testing.assert_array_equal(y.numpy(), ty.detach().numpy())
-    g = np.random.default_rng(0).standard_normal(tuple(ty.shape))
-    y.backward(ta.tensor(g))
-    ty.backward(torch.tensor(g))
-    np.testing.assert_array_equal(ours.grad.numpy(), theirs.grad.numpy())
-    z, tz = ta.tensor(data), torch.tensor(data)
-    z[index] = ta.tensor(g)
-    tz[_to_torch_index(torch, index)] = torch.tensor(g)
-    np.testing.assert_array_equal(z.numpy(), tz.numpy())
+    _check_indexing_against_torch(torch, data, index)
 
 
 # ---- 0-d tensors and empty dims, written out by hand -------------------------------------------------------------

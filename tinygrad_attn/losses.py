@@ -239,16 +239,22 @@ def _class_targets(op: str, input: Tensor, target: Tensor, weight: Tensor | None
         else:  # on a device, without a read: pick class 0 instead, and the row's loss and gradient are nan
             safe = xp.where(bad, 0, safe)
             row_valid = xp.where(bad, math.nan, row_valid).astype(input.dtype, copy=False)
-        w = None
-        if weight is not None:
-            if not isinstance(weight, Tensor) or tuple(weight.shape) != (n_classes,):
-                shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
-                raise ValueError(f"{op}: weight must be a tensor of shape ({n_classes},), one per class, got {shape}")
-            if weight.device != input.device:
-                raise RuntimeError(f"{op}: weight is on {weight.device} but input is on {input.device}")
-            w = weight.data.astype(input.dtype, copy=False)  # a constant: no gradient flows to it, as in PyTorch
+        w = _class_weight(op, weight, input, n_classes)
         row_weight = row_valid if w is None else w[safe] * row_valid
     return x, safe, row_weight, row_valid, w
+
+
+def _class_weight(op: str, weight: Tensor | None, input: Tensor, n_classes: int) -> Any:
+    """The per-class weight (C,) as an array in the input's dtype, checked; a constant: no gradient flows to it,
+    as in PyTorch. None without a weight."""
+    if weight is None:
+        return None
+    if not isinstance(weight, Tensor) or tuple(weight.shape) != (n_classes,):
+        shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+        raise ValueError(f"{op}: weight must be a tensor of shape ({n_classes},), one per class, got {shape}")
+    if weight.device != input.device:
+        raise RuntimeError(f"{op}: weight is on {weight.device} but input is on {input.device}")
+    return weight.data.astype(input.dtype, copy=False)
 
 
 def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, *, ignore_index: int = -100,
@@ -289,13 +295,9 @@ def _cross_entropy_with_probabilities(input: Tensor, target: Tensor, weight: Ten
     if n_classes == 0:
         raise ValueError(f"{op}: input of shape {tuple(input.shape)} has no classes")
     q = target if not label_smoothing else target * (1 - label_smoothing) + label_smoothing / n_classes
-    if weight is not None:
-        if not isinstance(weight, Tensor) or tuple(weight.shape) != (n_classes,):
-            shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
-            raise ValueError(f"{op}: weight must be a tensor of shape ({n_classes},), one per class, got {shape}")
-        if weight.device != input.device:
-            raise RuntimeError(f"{op}: weight is on {weight.device} but input is on {input.device}")
-        q = q * Tensor._make(weight.data.astype(input.dtype, copy=False))  # a constant, as for class indices
+    w = _class_weight(op, weight, input, n_classes)
+    if w is not None:
+        q = q * Tensor._make(w)
     loss = -(log_softmax(input, -1) * q).sum(-1)
     if reduction == "none":
         return loss
