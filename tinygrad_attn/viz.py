@@ -36,7 +36,7 @@ from typing import Any
 from .autograd import Function
 from .tensor import Tensor
 
-__all__ = ["to_dot", "render", "saved_bytes", "total_saved_bytes"]
+__all__ = ["to_dot", "graph", "render", "saved_bytes", "total_saved_bytes"]
 
 _FUNCTION_STYLE = 'shape=box, style=filled, fillcolor="#e8e8e8"'
 _LEAF_STYLE = 'shape=box, style="filled,rounded", fillcolor="#cfe2ff"'
@@ -95,6 +95,45 @@ def _functions(outputs: Sequence[Tensor]) -> list[Function]:
     return list(seen.values())
 
 
+def graph(tensor: Tensor | Sequence[Tensor]) -> tuple[list[Any], list[tuple[int, int]], int]:
+    """The graph behind ``tensor`` (or several outputs) as ``to_dot`` draws it: ``(nodes, edges, n_outputs)``.
+
+    ``nodes``: each Function node and leaf once, in the order a walk from the outputs meets them (the
+    outputs' own nodes first: ``n_outputs`` of them; a tensor without ``grad_fn`` stands for itself);
+    ``edges``: (i, j) when node i's value went into node j. The walk is iterative (any depth works)."""
+    outputs = _as_outputs(tensor)
+    index: dict[int, int] = {}  # id(node or leaf) -> position in nodes
+    nodes: list[Any] = []  # also keeps what we numbered alive, so ids stay unique while we work
+    edges: list[tuple[int, int]] = []
+
+    def visit(obj: Any) -> tuple[int, bool]:
+        """The position of a Function or leaf, numbering it the first time; True if it is new."""
+        if id(obj) in index:
+            return index[id(obj)], False
+        index[id(obj)] = len(nodes)
+        nodes.append(obj)
+        return len(nodes) - 1, True
+
+    stack: list[Function] = []
+    for t in outputs:
+        root = t.grad_fn if t.grad_fn is not None else t
+        _, new = visit(root)
+        if new and isinstance(root, Function):
+            stack.append(root)
+    n_outputs = len(nodes)
+    while stack:
+        fn = stack.pop()
+        target = index[id(fn)]
+        for nxt in fn.next_functions:
+            if nxt is None:
+                continue
+            source, new = visit(nxt)
+            edges.append((source, target))
+            if new and isinstance(nxt, Function):
+                stack.append(nxt)
+    return nodes, edges, n_outputs
+
+
 def to_dot(tensor: Tensor | Sequence[Tensor], params: Mapping[str, Tensor] | None = None,
            show_saved: bool = True) -> str:
     """Graphviz DOT source of the graph behind ``tensor`` (or several output tensors).
@@ -106,44 +145,16 @@ def to_dot(tensor: Tensor | Sequence[Tensor], params: Mapping[str, Tensor] | Non
     """
     outputs = _as_outputs(tensor)
     names = {id(p): name for name, p in (params or {}).items()}
-
-    ids: dict[int, str] = {}  # id(node or leaf) -> DOT node name, in discovery order
-    keep: list[Any] = []  # holds what we numbered, so ids stay unique while we work
-    lines: list[str] = []
-    edges: list[str] = []
-
-    def declare(obj: Any, label: str, style: str) -> str:
-        node = f"n{len(ids)}"
-        ids[id(obj)] = node
-        keep.append(obj)
-        lines.append(f'  {node} [label="{_escape(label)}", {style}];')
-        return node
-
-    def visit(obj: Any, extra: str = "") -> tuple[str, bool]:
-        """The DOT name of a Function or leaf, declaring it the first time; True if it is new."""
-        if id(obj) in ids:
-            return ids[id(obj)], False
+    nodes, edges, n_outputs = graph(outputs)
+    lines = []
+    for i, obj in enumerate(nodes):
+        extra = _OUTPUT_EXTRA if i < n_outputs else ""
         if isinstance(obj, Function):
-            return declare(obj, _function_label(obj, show_saved), _FUNCTION_STYLE + extra), True
-        style = _LEAF_STYLE if obj.requires_grad else _CONSTANT_STYLE
-        return declare(obj, _leaf_label(obj, names), style + extra), True
-
-    stack: list[Function] = []
-    for t in outputs:  # outputs first, drawn with a thick border
-        root = t.grad_fn if t.grad_fn is not None else t
-        _, new = visit(root, _OUTPUT_EXTRA)
-        if new and isinstance(root, Function):
-            stack.append(root)
-    while stack:
-        fn = stack.pop()
-        target = ids[id(fn)]
-        for nxt in fn.next_functions:
-            if nxt is None:
-                continue
-            source, new = visit(nxt)
-            edges.append(f"  {source} -> {target};")
-            if new and isinstance(nxt, Function):
-                stack.append(nxt)
+            label, style = _function_label(obj, show_saved), _FUNCTION_STYLE
+        else:
+            label, style = _leaf_label(obj, names), _LEAF_STYLE if obj.requires_grad else _CONSTANT_STYLE
+        lines.append(f'  n{i} [label="{_escape(label)}", {style + extra}];')
+    edges_dot = [f"  n{source} -> n{target};" for source, target in edges]
 
     legend = _LEGEND + (f"\nSaved for backward in all: {_fmt_bytes(total_saved_bytes(outputs))} "
                         "(an array kept by several nodes counted once)" if show_saved else "")
@@ -151,7 +162,7 @@ def to_dot(tensor: Tensor | Sequence[Tensor], params: Mapping[str, Tensor] | Non
               f'  graph [rankdir=TB, fontname="Helvetica", fontsize=10, labelloc=b, labeljust=l, '
               f'label="{_escape(legend)}"];',
               '  node [fontname="Helvetica", fontsize=10];', '  edge [color="#555555"];']
-    return "\n".join(header + lines + edges + ["}"]) + "\n"
+    return "\n".join(header + lines + edges_dot + ["}"]) + "\n"
 
 
 def render(tensor: Tensor | Sequence[Tensor], path: str | Path, format: str = "svg",

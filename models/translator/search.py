@@ -26,7 +26,7 @@ decoding: the model was never trained on one, and whatever it made up would tran
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -86,11 +86,18 @@ class _Decoder:
                 self.cache.reorder(rows)
         self.memory, self.src_keep = memory, src_keep
         self.tokens = np.full((memory.shape[0], 1), bos_id, dtype=np.int64)  # every row's prefix, <s> first
+        # With keep_attention, logits() also keeps its step's attention weights in ``attention``:
+        # {"self": per layer (R, H, 1, t), "cross": per layer (R, H, 1, S)} (needs the cache).
+        self.keep_attention = False
+        self.attention: dict[str, list[ta.Tensor]] | None = None
 
     def logits(self) -> ta.Tensor:
         """(R, V): the next-token logits of every row (for the argmax of greedy decoding, which they give as
         well as the log-probabilities do: log_softmax only shifts each row)."""
-        if self.cache is not None:
+        if self.cache is not None and self.keep_attention:
+            h, self.attention = self.model.decode_hidden(self.tokens[:, -1:], self.memory, self.src_keep, self.cache,
+                                                         return_attention=True)
+        elif self.cache is not None:
             h = self.model.decode_hidden(self.tokens[:, -1:], self.memory, self.src_keep, self.cache)
         else:
             h = self.model.decode_hidden(self.tokens, self.memory, self.src_keep)[:, -1:]
@@ -145,16 +152,29 @@ class _EvalMode:
 
 
 def greedy_decode(model: Transformer, src: np.ndarray, bos_id: int, eos_id: int, max_len_a: float = 1.0,
-                  max_len_b: int = 50, use_cache: bool = True) -> list[list[int]]:
+                  max_len_b: int = 50, use_cache: bool = True,
+                  observe: Callable[[Any], Decoder] | None = None) -> list[list[int]]:
     """Greedy decoding of a batch: ``src`` (B, S) int ids (padded with the model's pad id, each row ending
-    in ``</s>``) -> B lists of output ids (without ``<s>``/``</s>``)."""
+    in ``</s>``) -> B lists of output ids (without ``<s>``/``</s>``). ``observe(decoder)``, if given, returns
+    the decoder the loop drives (a wrapper that watches each step; the decoder keeps each step's attention
+    weights in ``decoder.attention``)."""
     src, src_len = _source(model, src)
     if src.shape[0] == 0:
         return []
     with _EvalMode(model):
-        memory, src_keep = model.encode(src)
-        decoder = _Decoder(model, memory, src_keep, bos_id, use_cache)
+        memory, src_keep, *encoder_attention = model.encode(src, return_attention=observe is not None)
+        decoder = _observed(_Decoder(model, memory, src_keep, bos_id, use_cache), observe, encoder_attention)
         return greedy_loop(decoder, max_output_lengths(src_len, max_len_a, max_len_b), eos_id)
+
+
+def _observed(decoder: Any, observe: Callable[[Any], Decoder] | None, encoder_attention: list) -> Decoder:
+    """``decoder``, or what ``observe`` wraps it in: then the decoder keeps each step's attention weights
+    (``decoder.attention``) and ``decoder.encoder_attention`` holds the encoder's, per layer (B, H, S, S)."""
+    if observe is None:
+        return decoder
+    decoder.keep_attention = True
+    decoder.encoder_attention = encoder_attention[0]
+    return observe(decoder)
 
 
 def greedy_loop(decoder: Decoder, max_len: np.ndarray, eos_id: int) -> list[list[int]]:
@@ -186,17 +206,19 @@ def length_penalty(length: int, alpha: float) -> float:
 
 def beam_search(model: Transformer, src: np.ndarray, bos_id: int, eos_id: int, beam_size: int = 4,
                 alpha: float = 0.6, max_len_a: float = 1.0, max_len_b: int = 50,
-                use_cache: bool = True) -> list[list[int]]:
+                use_cache: bool = True, observe: Callable[[Any], Decoder] | None = None) -> list[list[int]]:
     """Beam search over a batch: ``src`` (B, S) -> B lists of output ids (the best finished hypothesis of
-    each sentence, without ``<s>``/``</s>``). ``beam_size=1`` gives exactly the greedy output."""
+    each sentence, without ``<s>``/``</s>``). ``beam_size=1`` gives exactly the greedy output. ``observe``:
+    as in ``greedy_decode``."""
     if beam_size < 1:
         raise ValueError(f"beam_search: beam_size must be at least 1, got {beam_size}")
     src, src_len = _source(model, src)
     if src.shape[0] == 0:
         return []
     with _EvalMode(model):
-        memory, src_keep = model.encode(src)
-        decoder = _Decoder(model, memory, src_keep, bos_id, use_cache, copies=beam_size)  # k rows per sentence
+        memory, src_keep, *encoder_attention = model.encode(src, return_attention=observe is not None)
+        decoder = _observed(_Decoder(model, memory, src_keep, bos_id, use_cache, copies=beam_size), observe,
+                            encoder_attention)
         return beam_loop(decoder, max_output_lengths(src_len, max_len_a, max_len_b), eos_id, beam_size, alpha)
 
 
