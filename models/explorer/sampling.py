@@ -49,5 +49,5 @@ def next_token(session: Session, prefix: str, source: str | None, temperature: f
     best = best[probs[best] > 0]
     candidates = [{"id": int(i), "piece": session.piece(int(i)), "prob": float(probs[i]), "raw": float(raw[i]),
                    "logit": float(logits[i])} for i in best]
-    return {"context": context, "candidates": candidates, "other": float(max(0.0, 1.0 - probs[best].sum())),
+    return {"context": context, "candidates": candidates, "other": float(np.delete(probs, best).sum()),
             "kept": int(np.count_nonzero(probs)), "vocab_size": len(logits)}

@@ -12,8 +12,8 @@ let matrix = [];
 
 export function init() {
   $("translate-form").addEventListener("submit", (e) => { e.preventDefault(); run(); });
-  for (const id of ["map-kind", "map-layer", "map-head"]) $(id).addEventListener("change", draw);
-  $("map-kind").addEventListener("change", fillLayers);
+  for (const id of ["map-layer", "map-head"]) $(id).addEventListener("change", draw);
+  $("map-kind").addEventListener("change", () => { fillLayers(); draw(); });
 }
 
 export function modelChanged() {
