@@ -57,17 +57,17 @@ def evaluate(tree: Node, tensors: dict[str, Tensor]) -> Tensor | float:
             raise ExpressionError(f"{tree[1]}() needs a tensor, got the number {x:g}")
         return _FUNCTIONS[tree[1]](x)
     op, left, right = tree[1], evaluate(tree[2], tensors), evaluate(tree[3], tensors)
-    if op == "@" and not (isinstance(left, Tensor) and isinstance(right, Tensor)):
-        raise ExpressionError("@ multiplies two tensors (matrix product), not a number")
+    if op == "@":
+        if not (isinstance(left, Tensor) and isinstance(right, Tensor)):
+            raise ExpressionError("@ multiplies two tensors (matrix product), not a number")
+        return left @ right
     if op == "+":
         return left + right
     if op == "-":
         return left - right
     if op == "*":
         return left * right
-    if op == "/":
-        return left / right
-    return left @ right
+    return left / right
 
 
 _FUNCTIONS = {

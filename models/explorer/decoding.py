@@ -136,12 +136,12 @@ def translate_watched(session: TranslatorSession, sentence: str, beam_size: int 
         recorders.append(StepRecorder(decoder, vocab.eos_id, beam_size, session.alpha))
         return recorders[-1]
 
-    common = dict(max_len_a=session.max_len_a, max_len_b=session.max_len_b, observe=observe)
+    a, b = session.max_len_a, session.max_len_b
     if beam_size == 1:
-        output = greedy_decode(model, src, vocab.bos_id, vocab.eos_id, **common)[0]  # type: ignore[arg-type]
+        output = greedy_decode(model, src, vocab.bos_id, vocab.eos_id, a, b, observe=observe)[0]
     else:
-        output = beam_search(model, src, vocab.bos_id, vocab.eos_id, beam_size, session.alpha,
-                             **common)[0]  # type: ignore[arg-type]
+        output = beam_search(model, src, vocab.bos_id, vocab.eos_id, beam_size, session.alpha, a, b,
+                             observe=observe)[0]
     (recorder,) = recorders
     maps = recorder.maps(output)
     T = maps["cross"].shape[2]

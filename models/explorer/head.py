@@ -65,7 +65,7 @@ def inside_head(session: TranslatorSession, sentence: str, target_ids: Sequence[
                 head: int, query: int) -> dict[str, Any]:
     """Every step of one head's attention for one query (see the module docstring), as lists of floats,
     with the query and key tokens. ``target_ids``: the translation (without ``<s>``/``</s>``)."""
-    model, vocab = session.model, session.vocab
+    vocab = session.vocab
     src_ids = session.source_ids(sentence)
     tgt_in = [vocab.bos_id] + list(target_ids)
     with ta.no_grad():

@@ -58,7 +58,8 @@ class Decoder(Protocol):
     """The decoder state that ``greedy_loop`` and ``beam_loop`` drive: R rows (hypotheses), each a prefix of
     target ids in ``tokens`` (R, t), ``<s>`` first."""
 
-    tokens: np.ndarray
+    @property
+    def tokens(self) -> np.ndarray: ...
 
     def logits(self) -> Logits:
         """(R, V): the next-token logits of every row."""

@@ -90,5 +90,5 @@ def test_the_search_of_the_explorer_is_the_translators():
     for src, k in itertools.product(([[4, 5, EOS]], [[5, 5, 4, 4, EOS]]), (1, 2, 4)):
         plain = beam_search(model, np.array(src), BOS, EOS, beam_size=k, max_len_a=0.0, max_len_b=5)
         watched = beam_search(model, np.array(src), BOS, EOS, beam_size=k, max_len_a=0.0, max_len_b=5,
-                              observe=lambda d: StepRecorder(d, EOS, k, 0.6))
+                              observe=lambda d, k=k: StepRecorder(d, EOS, k, 0.6))
         assert watched == plain

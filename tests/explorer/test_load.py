@@ -5,7 +5,6 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-
 from models.translator.search import translate_sentences
 
 SENTENCES = ["Ein Hund läuft im Schnee.", "Zwei Männer spielen Fußball.", "Eine Frau liest ein Buch.",
