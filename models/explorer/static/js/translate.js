@@ -67,12 +67,10 @@ function draw() {
   const cols = { cross: r.source_tokens, encoder: r.source_tokens, decoder: decoderInputs }[kind];
   if (!r[kind].length || !rows.length) { $("heatmap").replaceChildren(); return; }
   matrix = pick(r[kind], $("map-layer").value, $("map-head").value);
-  // Colours run from 0 to the map's largest weight (printed under it), so that spread-out maps show too.
-  const peak = Math.max(1e-6, ...matrix.flat());
-  ({ cells } = heatmap($("heatmap"), matrix, rows, cols, { title: `${kind} attention`,
-    color: (v) => blues(v / peak) }));
-  $("heatmap-scale").textContent = `white 0, darkest ${peak.toFixed(3)} (the largest weight in this map); ` +
-    `rows sum to 1.`;
+  ({ cells } = heatmap($("heatmap"), matrix, rows, cols, { title: `${kind} attention`, color: shade }));
+  const peak = Math.max(...matrix.flat());
+  $("heatmap-scale").textContent = `Colour: white 0 to dark blue 1, by √weight so that small weights show; ` +
+    `each row sums to 1; the largest weight here is ${peak.toFixed(3)}.`;
   tokenChips($("query-tokens"), rows, highlight);
   keyChips = tokenChips($("key-tokens"), cols);
   cells.forEach((row, i) => row.forEach((cell) => {
@@ -80,6 +78,9 @@ function draw() {
     cell.addEventListener("mouseleave", () => highlight(null));
   }));
 }
+
+// Dark for 1, white for 0, by the square root: a weight of 0.05 among 20 tokens is still visible.
+const shade = (v) => blues(Math.sqrt(Math.max(0, v)));
 
 // Hovering query token i: its row of the map is outlined and the key tokens are shaded by its weights.
 function highlight(i) {
@@ -90,7 +91,7 @@ function highlight(i) {
     Number(el.dataset.index) === i));
   keyChips.forEach((chip, j) => {
     const w = i === null ? 0 : matrix[i][j];
-    chip.style.background = i === null ? "" : blues(w);
-    chip.style.color = w > 0.5 ? "#fff" : "";
+    chip.style.background = i === null ? "" : shade(w);
+    chip.style.color = w > 0.3 ? "#fff" : "";
   });
 }
