@@ -154,18 +154,15 @@ def copy_into_twin(model: GPT, twin: Any) -> None:
 
 # ---- one training setup per framework ---------------------------------------------------------------------------
 
-class OursTrainer:
-    """Our GPT with nanoGPT's optimiser: AdamW, decay on the 2-D parameters only, clipping."""
+class Trainer:
+    """One framework's model with nanoGPT's ``configure_optimizers`` and training step: AdamW with weight decay on
+    the parameters of 2 or more dimensions only, the loss, backward, clipping at ``grad_clip``, the update."""
 
-    def __init__(self, model: GPT) -> None:
-        self.model = model
-        params = list(model.parameters())
+    def __init__(self, model: Any, params: list[Any], adamw: Any, loss: Any, clip: Any, no_grad: Any) -> None:
+        self.model, self.loss, self.clip, self.no_grad = model, loss, clip, no_grad
         groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": RECIPE["weight_decay"]},
                   {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-        self.optimizer = ta.optim.AdamW(groups, lr=RECIPE["lr"], betas=(RECIPE["beta1"], RECIPE["beta2"]))
-
-    def loss(self, x: np.ndarray, y: np.ndarray) -> Any:
-        return self.model.loss(self.model(ta.tensor(x)), ta.tensor(y))
+        self.optimizer = adamw(groups, lr=RECIPE["lr"], betas=(RECIPE["beta1"], RECIPE["beta2"]))
 
     def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
         for group in self.optimizer.param_groups:
@@ -173,42 +170,29 @@ class OursTrainer:
         loss = self.loss(x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        ta.nn.utils.clip_grad_norm_(self.model.parameters(), RECIPE["grad_clip"])
+        self.clip(self.model.parameters(), RECIPE["grad_clip"])
         self.optimizer.step()
         return float(loss.item())
 
     def eval_loss(self, x: np.ndarray, y: np.ndarray) -> float:
-        with ta.no_grad():
+        with self.no_grad():
             return float(self.loss(x, y).item())
 
 
-class TwinTrainer:
-    """The twin with nanoGPT's ``configure_optimizers`` and training step."""
+def ours_trainer(model: GPT) -> Trainer:
+    def loss(x: np.ndarray, y: np.ndarray) -> Any:
+        return model.loss(model(ta.tensor(x)), ta.tensor(y))
 
-    def __init__(self, twin: Any) -> None:
-        self.model = twin
-        params = list(twin.parameters())
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": RECIPE["weight_decay"]},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-        self.optimizer = torch.optim.AdamW(groups, lr=RECIPE["lr"], betas=(RECIPE["beta1"], RECIPE["beta2"]))
+    return Trainer(model, list(model.parameters()), ta.optim.AdamW, loss, ta.nn.utils.clip_grad_norm_, ta.no_grad)
 
-    def loss(self, x: np.ndarray, y: np.ndarray) -> Any:
-        logits = self.model(torch.from_numpy(x))
+
+def twin_trainer(twin: Any) -> Trainer:
+    def loss(x: np.ndarray, y: np.ndarray) -> Any:
+        logits = twin(torch.from_numpy(x))
         return torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), torch.from_numpy(y).reshape(-1))
 
-    def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        loss = self.loss(x, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), RECIPE["grad_clip"])
-        self.optimizer.step()
-        return float(loss.item())
-
-    def eval_loss(self, x: np.ndarray, y: np.ndarray) -> float:
-        with torch.no_grad():
-            return float(self.loss(x, y).item())
+    return Trainer(twin, list(twin.parameters()), torch.optim.AdamW, loss, torch.nn.utils.clip_grad_norm_,
+                   torch.no_grad)
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -301,7 +285,7 @@ def rss_child(args: argparse.Namespace) -> None:
     """Train ``--rss-iters`` iterations of one framework and print the peak RSS (MB) as JSON."""
     vocab_size, data = load_data(args)
     model, twin = build(vocab_size, args.seed)
-    trainer = OursTrainer(model) if args.rss_child == "ours" else TwinTrainer(twin)
+    trainer = ours_trainer(model) if args.rss_child == "ours" else twin_trainer(twin)
     before = peak_rss_this_process_mb()
     rng = np.random.default_rng(args.seed)
     for it in range(args.rss_iters):
@@ -324,14 +308,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ta.keep_freed_memory()  # as the CLI does: each step frees and reallocates the same arrays
     vocab_size, data = load_data(args)
     model, twin = build(vocab_size, args.seed)
-    trainers: dict[str, Any] = {"ours": OursTrainer(model)}
+    trainers: dict[str, Any] = {"ours": ours_trainer(model)}
     result: dict[str, Any] = {"recipe": RECIPE, "iters": args.iters, "eval_iters": args.eval_iters,
                               "threads": args.threads, "vocab_size": vocab_size,
                               "parameters": model.num_parameters(non_embedding=True)}
     rng = np.random.default_rng(args.seed)
     batches = [get_batch(data["train"], RECIPE["block_size"], RECIPE["batch_size"], rng) for _ in range(args.iters)]
     if twin is not None:
-        trainers["torch"] = TwinTrainer(twin)
+        trainers["torch"] = twin_trainer(twin)
         result["twin_check"] = check = check_twin(model, twin, *batches[0])
         if max(check.values()) > 1e-4:
             raise SystemExit(f"the twin is not the same model: {check}")
