@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="BLAS/OpenMP threads for both (default 2)")
     p.add_argument("--seed", type=int, default=1337, help="weights and batch order (default 1337, nanoGPT's)")
     p.add_argument("--rss-iters", type=int, default=5, help="iterations in each peak-RSS child (default 5)")
+    p.add_argument("--gelu", choices=["exact", "tanh"], default="exact",
+                   help="both models' GELU: exact (nanoGPT's, default) or GPT-2's tanh approximation")
     p.add_argument("--data-dir", help="folder with Tiny Shakespeare's input.txt (default: models.lm.data's lookup)")
     p.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH")
     p.add_argument("--rss-child", choices=["ours", "torch"], help=argparse.SUPPRESS)  # internal
@@ -107,7 +109,8 @@ def torch_twin(config: GPTConfig) -> Any:
             q, k, v = (t.view(B, T, H, E // H).transpose(1, 2) for t in (q, k, v))
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, E)
             x = x + self.attn.c_proj(y)
-            return x + self.mlp.c_proj(F.gelu(self.mlp.c_fc(self.ln_2(x))))
+            gelu = F.gelu(self.mlp.c_fc(self.ln_2(x)), approximate="none" if config.gelu == "exact" else "tanh")
+            return x + self.mlp.c_proj(gelu)
 
     class TwinGPT(nn.Module):
         def __init__(self) -> None:
@@ -256,10 +259,10 @@ def load_data(args: argparse.Namespace) -> tuple[int, dict[str, np.ndarray]]:
                         "val": np.asarray(vocab.encode(val_text), dtype=np.int64)}
 
 
-def build(vocab_size: int, seed: int) -> tuple[GPT, Any]:
+def build(vocab_size: int, seed: int, gelu: str = "exact") -> tuple[GPT, Any]:
     ta.manual_seed(seed)
-    config = GPTConfig(vocab_size=vocab_size, **{k: RECIPE[k] for k in ("block_size", "n_layer", "n_head", "n_embd",
-                                                                           "dropout", "bias")})
+    config = GPTConfig(vocab_size=vocab_size, gelu=gelu,
+                       **{k: RECIPE[k] for k in ("block_size", "n_layer", "n_head", "n_embd", "dropout", "bias")})
     model = GPT(config)
     twin = None
     if torch is not None:
@@ -284,7 +287,7 @@ def peak_rss_this_process_mb() -> float:
 def rss_child(args: argparse.Namespace) -> None:
     """Train ``--rss-iters`` iterations of one framework and print the peak RSS (MB) as JSON."""
     vocab_size, data = load_data(args)
-    model, twin = build(vocab_size, args.seed)
+    model, twin = build(vocab_size, args.seed, args.gelu)
     trainer = ours_trainer(model) if args.rss_child == "ours" else twin_trainer(twin)
     before = peak_rss_this_process_mb()
     rng = np.random.default_rng(args.seed)
@@ -295,7 +298,7 @@ def rss_child(args: argparse.Namespace) -> None:
 
 def measure_rss(args: argparse.Namespace, name: str) -> dict[str, float]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--rss-child", name, "--rss-iters", str(args.rss_iters),
-           "--threads", str(args.threads), "--seed", str(args.seed)]
+           "--threads", str(args.threads), "--seed", str(args.seed), "--gelu", args.gelu]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
@@ -307,10 +310,10 @@ def measure_rss(args: argparse.Namespace, name: str) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     ta.keep_freed_memory()  # as the CLI does: each step frees and reallocates the same arrays
     vocab_size, data = load_data(args)
-    model, twin = build(vocab_size, args.seed)
+    model, twin = build(vocab_size, args.seed, args.gelu)
     trainers: dict[str, Any] = {"ours": ours_trainer(model)}
     result: dict[str, Any] = {"recipe": RECIPE, "iters": args.iters, "eval_iters": args.eval_iters,
-                              "threads": args.threads, "vocab_size": vocab_size,
+                              "threads": args.threads, "vocab_size": vocab_size, "gelu": args.gelu,
                               "parameters": model.num_parameters(non_embedding=True)}
     rng = np.random.default_rng(args.seed)
     batches = [get_batch(data["train"], RECIPE["block_size"], RECIPE["batch_size"], rng) for _ in range(args.iters)]
@@ -346,7 +349,7 @@ def table(result: dict[str, Any]) -> str:
             (f"val loss after {result['iters']} iters", "val_loss", "{:.4f}"),
             ("train loss (estimate)", "train_loss", "{:.4f}")]
     lines = [f"nanoGPT shakespeare_char CPU recipe, {result['parameters'] / 1e6:.2f}M parameters, "
-             f"{result['threads']} threads, {result['eval_iters']} eval batches",
+             f"{result['threads']} threads, {result['eval_iters']} eval batches, {result['gelu']} GELU",
              "| figure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for label, key, fmt in rows:
         lines.append(f"| {label} | " + " | ".join(fmt.format(result[n][key]) for n in names) + " |")

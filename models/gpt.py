@@ -15,8 +15,9 @@ As GPT-2 (and nanoGPT's ``model.py``, whose parameter count this matches for the
 - learned position embeddings (``positions="sinusoidal"``: the paper's fixed ``nn.PositionalEncoding``);
 - pre-LN blocks ``x + Dropout(Sublayer(LayerNorm(x)))`` and a final LayerNorm (``norm_first=False``: GPT-1's
   post-LN ``LayerNorm(x + Dropout(Sublayer(x)))``, whose last block already ends in a LayerNorm, so no final one);
-- a GELU MLP of width 4 E; dropout on embeddings + positions, on the attention weights and on each sublayer's
-  output (not between the MLP's two matrices: GPT-2 has none there);
+- a GELU MLP of width 4 E (exact GELU as nanoGPT; ``gelu="tanh"``: GPT-2's own tanh approximation); dropout
+  on embeddings + positions, on the attention weights and on each sublayer's output (not between the MLP's two
+  matrices: GPT-2 has none there);
 - the output projection is the token embedding matrix (weight tying: one Parameter, one gradient);
 - initial weights N(0, 0.02), zero biases, and the projections that write into the residual stream (attention
   ``out_proj`` and the MLP's ``linear2``) N(0, 0.02 / sqrt(2 n_layer)): each of the 2 n_layer residual
@@ -30,6 +31,7 @@ one position of work per layer. A context longer than ``block_size`` cannot use 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -45,6 +47,7 @@ from tinygrad_attn import Tensor, nn
 __all__ = ["GPTConfig", "GPT", "count_parameters"]
 
 POSITIONS = ("learned", "sinusoidal")
+GELUS = ("exact", "tanh")
 
 
 @dataclass
@@ -60,6 +63,7 @@ class GPTConfig:
     bias: bool = True  # biases in every Linear and LayerNorm (GPT-2); False: a little faster
     norm_first: bool = True  # pre-LN (GPT-2); False: post-LN (GPT-1)
     positions: str = "learned"  # or "sinusoidal"
+    gelu: str = "exact"  # x Phi(x), as nanoGPT; "tanh": the approximation GPT-2 itself used (cheaper on a CPU)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -69,6 +73,8 @@ class GPTConfig:
             raise ValueError(f"GPTConfig: n_head ({self.n_head}) must divide n_embd ({self.n_embd})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig: dropout must be in [0, 1), got {self.dropout!r}")
+        if self.gelu not in GELUS:
+            raise ValueError(f"GPTConfig: gelu must be one of {', '.join(GELUS)}, got {self.gelu!r}")
         if self.positions not in POSITIONS:
             raise ValueError(f"GPTConfig: positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
 
@@ -102,7 +108,8 @@ class GPT(nn.Module):
             self.position_embedding = None
             self.positional_encoding = nn.PositionalEncoding(E, 0.0, max_len=config.block_size, batch_first=True)
         self.dropout = nn.Dropout(config.dropout)
-        layer = nn.TransformerEncoderLayer(E, config.n_head, 4 * E, config.dropout, activation="gelu",
+        activation = "gelu" if config.gelu == "exact" else functools.partial(F.gelu, approximate="tanh")
+        layer = nn.TransformerEncoderLayer(E, config.n_head, 4 * E, config.dropout, activation=activation,
                                            batch_first=True, norm_first=config.norm_first, bias=config.bias,
                                            activation_dropout=0.0)
         final_norm = nn.LayerNorm(E, bias=config.bias) if config.norm_first else None

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.gpt import POSITIONS
+from models.gpt import GELUS, POSITIONS
 from models.lm.vocab import KINDS
 from models.translator import config as cfg
 from models.translator.config import ConfigError
@@ -38,6 +38,7 @@ class ModelSection:
     bias: bool = True
     norm_first: bool = True  # pre-LN (GPT-2); false: post-LN (GPT-1)
     positions: str = "learned"  # or "sinusoidal"
+    gelu: str = "exact"  # or "tanh" (GPT-2's approximation; cheaper on a CPU)
 
 
 @dataclass
@@ -111,6 +112,7 @@ def validate(config: LMConfig) -> LMConfig:
     need(m.n_embd % m.n_head == 0, "model.n_head", m.n_head, f"must divide model.n_embd = {m.n_embd}")
     need(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
     need(m.positions in POSITIONS, "model.positions", m.positions, f"use one of {', '.join(POSITIONS)}")
+    need(m.gelu in GELUS, "model.gelu", m.gelu, f"use one of {', '.join(GELUS)}")
     need(d.vocab in KINDS, "data.vocab", d.vocab, f"use one of {', '.join(KINDS)}")
     need(d.vocab_size >= 8, "data.vocab_size", d.vocab_size, "must be at least 8")
     need(d.block_size >= 1, "data.block_size", d.block_size, "must be a positive integer")

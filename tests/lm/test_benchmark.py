@@ -28,11 +28,12 @@ def bench():  # the benchmark as a module (importing it leaves threads and the e
     return module
 
 
-def test_twin_is_nanogpts_model_with_our_weights(bench) -> None:
+@pytest.mark.parametrize("gelu", ["exact", "tanh"])
+def test_twin_is_nanogpts_model_with_our_weights(bench, gelu: str) -> None:
     import torch
 
     ta.manual_seed(0)
-    config = GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16)
+    config = GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16, gelu=gelu)
     ours = GPT(config)
     twin = bench.torch_twin(config)
     assert sum(p.numel() for p in twin.parameters()) == ours.num_parameters()

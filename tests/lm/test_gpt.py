@@ -47,7 +47,7 @@ def test_the_future_never_leaks(kw: dict) -> None:
     assert np.abs(a[:, t + 1] - b[:, t + 1]).max() > 1e-4
 
 
-@pytest.mark.parametrize("kw", [{}, {"norm_first": False}, {"positions": "sinusoidal"}])
+@pytest.mark.parametrize("kw", [{}, {"norm_first": False}, {"positions": "sinusoidal"}, {"gelu": "tanh"}])
 def test_cache_equals_recomputation(kw: dict) -> None:
     """The prompt through the cache, then one position at a time: the logits of the whole sequence at once."""
     ta.manual_seed(1)
