@@ -330,6 +330,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for it in range(start, min(start + args.chunk, args.iters)):
                 last_loss[name] = trainer.step(*batches[it], lr_at(it))
             seconds[name].append((time.perf_counter() - t0) / (min(start + args.chunk, args.iters) - start))
+        print(f"iteration {min(start + args.chunk, args.iters)}/{args.iters}: " + ", ".join(
+            f"{name} {1e3 * seconds[name][-1]:.0f} ms/iter, loss {last_loss[name]:.4f}" for name in trainers),
+            file=sys.stderr, flush=True)
     losses = estimate_loss(trainers, {"train": data["train"], "val": data["val"]}, args.eval_iters, args.seed + 1)
     for name in trainers:
         result[name] = {"ms_per_iter_mean": 1e3 * float(np.mean(seconds[name])),
