@@ -331,4 +331,5 @@ class _Run:
         if self.metrics_path.is_file():
             plot_curves(read_metrics(self.metrics_path), self.run_dir / CURVES_NAME,
                         title=f"GPT on Tiny Shakespeare ({self.config.data.vocab})", score_key="val_bpc",
-                        score_label="bits per character", loss_label="")
+                        score_label="bits per character", score_title="Validation bits per character",
+                        loss_label="")

@@ -35,7 +35,7 @@ def _series(records: Iterable[dict[str, Any]], kind: str, key: str, x: str = "st
 
 
 def plot_curves(records: Sequence[dict[str, Any]], path: str | os.PathLike[str], title: str = "",
-                score_key: str = "bleu", score_label: str = "sacreBLEU",
+                score_key: str = "bleu", score_label: str = "sacreBLEU", score_title: str = "Validation BLEU (greedy)",
                 loss_label: str = "label-smoothed") -> Path:
     """Save a 2x2 figure of loss, the validation score (by step and by training minutes) and learning rate.
 
@@ -54,11 +54,11 @@ def plot_curves(records: Sequence[dict[str, Any]], path: str | os.PathLike[str],
     ax_loss.legend()
 
     ax_score.plot(*_series(records, "eval", score_key), "o-", color="C2", ms=3)
-    ax_score.set(xlabel="step", ylabel=score_label, title=f"Validation {score_label}")
+    ax_score.set(xlabel="step", ylabel=score_label, title=score_title)
 
     minutes, score = _series(records, "eval", score_key, x="train_seconds")
     ax_time.plot([s / 60 for s in minutes], score, "o-", color="C2", ms=3)
-    ax_time.set(xlabel="training minutes", ylabel=score_label, title=f"Validation {score_label} vs time")
+    ax_time.set(xlabel="training minutes", ylabel=score_label, title=f"{score_title.split(' (')[0]} vs time")
 
     ax_lr.plot(*_series(records, "train", "lr"), color="C3", lw=1)
     ax_lr.set(xlabel="step", ylabel="learning rate", title="Learning rate")
