@@ -111,12 +111,16 @@ def create_app(sessions: Sequence[Session]) -> Starlette:
 
     def next_token_(data: Any) -> dict[str, Any]:
         s = session(data)
-        source = sentence_of(s, data, "source") if isinstance(s, TranslatorSession) else None
-        prefix = rq.text_field(data, "prefix", "", allow_empty=True)
+        translator = isinstance(s, TranslatorSession)
+        source = sentence_of(s, data, "source") if translator else None
+        prefix = rq.text_field(data, "prefix", "", allow_empty=translator)  # a language model needs a prompt
         temperature = rq.float_field(data, "temperature", 1.0, 0.05, 10.0)
         top_k = rq.int_field(data, "top_k", 0, 0, 100_000)
         top_p = rq.float_field(data, "top_p", 1.0, 0.01, 1.0)
-        return {"model": s.name, **next_token(s, prefix, source, temperature, top_k, top_p)}
+        try:
+            return {"model": s.name, **next_token(s, prefix, source, temperature, top_k, top_p)}
+        except ValueError as e:  # text the model's vocabulary cannot encode
+            raise rq.ApiError(400, f"'prefix': {e}") from None
 
     def autograd_info(_: Any) -> dict[str, Any]:
         return {"tensors": {name: {"shape": list(shape), "about": about} for name, (shape, about) in TENSORS.items()},

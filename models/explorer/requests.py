@@ -30,9 +30,7 @@ class ApiError(Exception):
 
 
 def parse_body(body: bytes) -> Mapping[str, Any]:
-    """The JSON object of a request body."""
-    if len(body) > MAX_BODY_BYTES:
-        raise ApiError(413, f"the request has {len(body)} bytes; at most {MAX_BODY_BYTES}")
+    """The JSON object of a request body (``app._read_body`` has kept it within ``MAX_BODY_BYTES``)."""
     try:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

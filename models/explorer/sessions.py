@@ -1,10 +1,10 @@
 """A loaded model and what the explorer's views need of it.
 
 A ``Session`` holds one model loaded from a checkpoint for the life of the server. The views ask it for
-next-token logits (any model that predicts tokens can answer that: the translator's decoder, or a
-decoder-only language model); the translator's views (translate, inside one head, beam search) need a
-``TranslatorSession``. A decoder-only model plugs in by subclassing ``Session`` (``kind = "lm"``,
-``next_token_logits`` without a source) and adding its loader to ``LOADERS``.
+next-token logits (any model that predicts tokens can answer that: the translator's decoder, or the
+decoder-only GPT of ``models/gpt.py``, a ``LanguageModelSession``); the translator's views (translate,
+inside one head, beam search) need a ``TranslatorSession``. Another kind of model plugs in by subclassing
+``Session`` (``next_token_logits`` and ``piece``) and adding its loader to ``LOADERS``.
 
 Requests run on a pool of threads, but ``tinygrad_attn``'s grad mode (``no_grad``) is one process-wide
 switch: every use of a model (and of autograd, in the autograd view) happens under ``COMPUTE_LOCK``, one
@@ -22,12 +22,16 @@ from typing import Any
 import numpy as np
 
 import tinygrad_attn as ta
+from models.gpt import GPT
+from models.lm.__main__ import InputError, encode_prompt
+from models.lm.__main__ import load_model as load_language_model
 from models.transformer import Transformer
 from models.translator import checkpoints as ckpt
 from models.translator.config import DecodeConfig
 from models.translator.vocab import Vocab
 
-__all__ = ["COMPUTE_LOCK", "Session", "TranslatorSession", "SessionError", "load_session", "LOADERS"]
+__all__ = ["COMPUTE_LOCK", "Session", "TranslatorSession", "LanguageModelSession", "SessionError", "load_session",
+           "LOADERS"]
 
 # One request computes at a time: grad mode is process-global state in tinygrad_attn.autograd.
 COMPUTE_LOCK = threading.Lock()
@@ -98,6 +102,34 @@ class TranslatorSession(Session):
         return self.vocab.pieces(list(ids))
 
 
+class LanguageModelSession(Session):
+    """A decoder-only language model (``models.gpt.GPT``) with its vocabulary (characters or BPE pieces)."""
+
+    kind = "lm"
+
+    def __init__(self, name: str, path: Path, model: GPT, vocab: Any) -> None:
+        super().__init__(name, path)
+        self.model, self.vocab = model, vocab
+
+    def info(self) -> dict[str, Any]:
+        c = self.model.config
+        return {**super().info(), "d_model": c.n_embd, "n_heads": c.n_head, "layers": c.n_layer,
+                "block_size": c.block_size, "vocab_size": c.vocab_size}
+
+    def next_token_logits(self, prefix: str, source: str | None = None) -> tuple[list[str], np.ndarray]:
+        """The logits after the prompt ``prefix`` (its last ``block_size`` tokens: the model's context)."""
+        try:
+            ids = list(encode_prompt(self.vocab, prefix))[-self.model.config.block_size:]
+        except InputError as e:
+            raise ValueError(str(e)) from None
+        with ta.no_grad():
+            logits = self.model(ta.tensor(np.asarray([ids], dtype=np.int64)))
+        return self.vocab.pieces(ids), logits.numpy()[0, -1]
+
+    def piece(self, token_id: int) -> str:
+        return str(self.vocab.pieces([token_id])[0])
+
+
 def _load_translator(path: Path, name: str) -> Session:
     try:
         model, vocab, config, _ = ckpt.load_model(path)
@@ -106,8 +138,16 @@ def _load_translator(path: Path, name: str) -> Session:
     return TranslatorSession(name, path, model, vocab, config.decode)
 
 
-# The loaders tried for a checkpoint, in order; a decoder-only model's loader goes here.
-LOADERS: list[Callable[[Path, str], Session]] = [_load_translator]
+def _load_language_model(path: Path, name: str) -> Session:
+    try:
+        model, vocab, _ = load_language_model(str(path), ta.device("cpu"))
+    except (ckpt.CheckpointError, OSError, ValueError) as e:
+        raise SessionError(f"cannot load {path}: {e}") from e
+    return LanguageModelSession(name, path, model, vocab)
+
+
+# The loaders tried for a checkpoint, in order (each refuses a checkpoint of another kind).
+LOADERS: list[Callable[[Path, str], Session]] = [_load_translator, _load_language_model]
 
 
 def load_session(path: str | Path, taken: Sequence[str] = ()) -> Session:

@@ -42,6 +42,22 @@ def micro_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def lm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-layer character GPT (``models/gpt.py``) trained for 3 iterations on Tiny Shakespeare."""
+    from models.lm import data
+    from models.lm.__main__ import main as lm_main
+
+    if not (data.SHARED_DIR / data.FILE_NAME).is_file():
+        pytest.skip(f"shared Tiny Shakespeare copy not found at {data.SHARED_DIR}")
+    run = tmp_path_factory.mktemp("explorer") / "gpt"
+    tiny = {"model.n_layer": 1, "model.n_embd": 16, "model.n_head": 2, "data.block_size": 16, "data.batch_size": 4,
+            "train.eval_iters": 1, "train.eval_every": 3, "train.checkpoint_every": 3, "train.warmup": 1}
+    args = ["train", "--run-dir", str(run), "--max-iters", "3", "--no-progress"]
+    assert lm_main(args + [a for k, v in tiny.items() for a in ("--set", f"{k}={v}")]) == 0
+    return run
+
+
+@pytest.fixture(scope="session")
 def session(micro_run: Path) -> TranslatorSession:
     loaded = load_session(micro_run)
     assert isinstance(loaded, TranslatorSession)
@@ -49,9 +65,10 @@ def session(micro_run: Path) -> TranslatorSession:
 
 
 @pytest.fixture(scope="session")
-def server(micro_run: Path) -> Iterator[str]:
-    """``python -m models.explorer -c <micro run> --port 0`` in a subprocess; yields its base URL."""
-    proc = subprocess.Popen([sys.executable, "-m", "models.explorer", "-c", str(micro_run), "--port", "0"],
+def server(micro_run: Path, lm_run: Path) -> Iterator[str]:
+    """``python -m models.explorer -c <micro run> -c <gpt run> --port 0`` in a subprocess; yields its URL."""
+    proc = subprocess.Popen([sys.executable, "-m", "models.explorer", "-c", str(micro_run), "-c", str(lm_run),
+                             "--port", "0"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

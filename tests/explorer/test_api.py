@@ -91,3 +91,26 @@ def test_wrong_method_and_headers(client):
     assert page.headers["content-security-policy"].startswith("default-src 'self'")
     assert client.get("/js/main.js").status_code == 200
     assert client.get("/../setup.cfg").status_code == 404  # the static files stay in their folder
+
+
+def test_a_body_without_a_length_is_counted_as_it_streams(client):
+    chunks = (b'{"sentence": "' + b"a" * 1024 + b'"}' if i == 0 else b" " * 1024 for i in range(2 * rq.MAX_BODY_BYTES // 1024))
+    r = client.post("/api/translate", content=chunks, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "more than" in r.json()["error"]
+
+
+def test_a_language_model_serves_the_next_token_view(session, lm_run):
+    from models.explorer.sessions import LanguageModelSession, load_session
+
+    lm = load_session(lm_run, taken=[session.name])
+    assert isinstance(lm, LanguageModelSession)
+    with TestClient(create_app([session, lm])) as c:
+        assert [m["kind"] for m in c.get("/api/models").json()["models"]] == ["translator", "lm"]
+        n = c.post("/api/next_token", json={"model": lm.name, "prefix": "ROMEO:", "temperature": 0.7}).json()
+        assert n["context"] == list("ROMEO:")
+        assert sum(x["prob"] for x in n["candidates"]) + n["other"] == pytest.approx(1.0)
+        for body, message in (({"prefix": ""}, "empty"), ({"prefix": "ROMEO€"}, "'prefix'")):
+            r = c.post("/api/next_token", json={"model": lm.name, **body})
+            assert r.status_code == 400 and message in r.json()["error"], r.text
+        r = c.post("/api/translate", json={"model": lm.name, "sentence": "Hallo"})
+        assert r.status_code == 400 and "needs a translator" in r.json()["error"]
