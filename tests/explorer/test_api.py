@@ -94,7 +94,8 @@ def test_wrong_method_and_headers(client):
 
 
 def test_a_body_without_a_length_is_counted_as_it_streams(client):
-    chunks = (b'{"sentence": "' + b"a" * 1024 + b'"}' if i == 0 else b" " * 1024 for i in range(2 * rq.MAX_BODY_BYTES // 1024))
+    n = 2 * rq.MAX_BODY_BYTES // 1024
+    chunks = (b'{"sentence": "' + b"a" * 1024 + b'"}' if i == 0 else b" " * 1024 for i in range(n))
     r = client.post("/api/translate", content=chunks, headers={"Content-Type": "application/json"})
     assert r.status_code == 413 and "more than" in r.json()["error"]
 
