@@ -3,6 +3,7 @@
     python benchmarks/explorer.py -c runs/tiny                  # a `small`-sized model with that run's vocabulary
     python benchmarks/explorer.py -c runs/small --trained       # the run's own model, as it is
     python benchmarks/explorer.py -c runs/tiny --quick          # a smoke run (3 rounds)
+    python benchmarks/explorer.py -c runs/tiny --threads 1 --clock cpu   # CPU time of one thread (busy machine)
 
 Without ``--trained`` the model is the ``small`` preset (D = 256, 4 heads, 3+3 layers) with fresh weights
 and the run's SentencePiece vocabulary, decoding exactly ``--out-tokens`` tokens (25 by default: about
@@ -10,13 +11,16 @@ a 20-word English sentence) for the 20-word German sentence below: latency depen
 what the weights learned. Each endpoint is called ``--rounds`` times, the endpoints in turn round after
 round (so they share the machine's moments of load); the table gives the median and the slowest round.
 ``plain translate`` is the translator's own ``translate_sentences`` (no attention kept, no JSON), the twin
-that tells what watching the decoding costs. Goals (issue #19): translate with every map < 300 ms, every
+that tells what watching the decoding costs. ``--clock cpu`` measures the process's CPU time instead of wall
+time: with ``--threads 1`` (one BLAS thread) that is what a request costs on an idle core, whatever else
+the machine is running. Goals (issue #19): translate with every map < 300 ms, every
 other view < 100 ms, on a 2-core CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -36,7 +40,13 @@ def main() -> int:
     p.add_argument("--out-tokens", type=int, default=25, help="tokens decoded per translation (fresh model)")
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--quick", action="store_true", help="3 rounds")
+    p.add_argument("--threads", type=int, help="BLAS threads (set before NumPy loads); default: NumPy's own")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall time, or this process's CPU time")
     args = p.parse_args()
+    if args.threads:
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = str(args.threads)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
 
     import warnings
 
@@ -82,17 +92,18 @@ def main() -> int:
     rounds = 3 if args.quick else args.rounds
     for _ in range(rounds):
         for name, (method, path, body, _goal) in calls.items():
-            start = time.perf_counter()
+            start = clock()
             if method is None:
                 plain()
             else:
                 r = client.post(path, json=body) if method == "POST" else client.get(path)
                 assert r.status_code == 200, (name, r.text)
-            times[name].append(1000 * (time.perf_counter() - start))
+            times[name].append(1000 * (clock() - start))
 
     print(f"model: d_model {m.d_model}, {m.n_heads} heads, {m.n_encoder_layers}+{m.n_decoder_layers} layers, "
           f"vocabulary {m.vocab_size} ({'trained' if args.trained else 'fresh small preset'}); "
-          f"source {len(first['source_tokens'])} pieces, output {len(target)} tokens; {rounds} rounds")
+          f"source {len(first['source_tokens'])} pieces, output {len(target)} tokens; {rounds} rounds, "
+          f"{args.clock} clock, BLAS threads {args.threads or 'default'}")
     print("| endpoint | median ms | slowest ms | goal ms |")
     print("|---|---:|---:|---:|")
     for name, (_, _, _, goal) in calls.items():

@@ -36,22 +36,33 @@ def _shoot(page: Any, out: Path) -> list[Path]:
     written = []
 
     def save(name: str) -> None:
+        wide = page.eval_on_selector_all(".view:not([hidden]) .figure",  # a wide figure: widen the window
+                                         "els => Math.max(0, ...els.map(e => e.scrollWidth))")
+        page.set_viewport_size({"width": max(1280, int(wide) + 60), "height": 860})
         path = out / f"{name}.png"
         page.screenshot(path=str(path), full_page=True)
         written.append(path)
 
     page.fill("#sentence", SENTENCE)
+    page.select_option("#search", "4")
     page.click("#translate-form button[type=submit]")
     page.wait_for_selector("#heatmap svg")
     page.hover("#query-tokens .token[data-index='3']")
     save("translate")
-    page.select_option("#map-kind", "decoder")
-    page.hover("#query-tokens .token[data-index='3']")
-    save("translate-decoder")
+    for kind in ("encoder", "decoder"):
+        page.select_option("#map-kind", kind)
+        page.select_option("#map-layer", "0")
+        page.hover("#query-tokens .token[data-index='3']")
+        save(f"translate-{kind}")
     for view, ready in (("head", "#positional canvas"), ("beam", "#beam-tree svg"), ("next", "#next-bars .prob"),
                         ("autograd", "#graph svg")):
         page.click(f"#tabs button[data-view={view}]")
         page.wait_for_selector(ready)
+        if view == "head":  # the encoder's self-attention from "es" (it), in its first layer's last head
+            page.select_option("#head-kind", "encoder")
+            page.select_option("#head-head", str(page.locator("#head-head option").count() - 1))
+            with page.expect_response("**/api/head"):
+                page.select_option("#head-query", "11")
         if view == "autograd":
             for _ in range(4):
                 page.click("#step")

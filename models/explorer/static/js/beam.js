@@ -47,7 +47,7 @@ function layout(nodes) {
 
 function drawTree(nodes) {
   const { y, rows } = layout(nodes);
-  const colW = 118, rowH = 34, boxW = 104, boxH = 28;
+  const colW = 128, rowH = 34, boxW = 116, boxH = 28;
   const steps = Math.max(...nodes.map((n) => n.step)) + 1;
   const svg = svgElement("svg", { width: steps * colW + 20, height: rows * rowH + 20, class: "beam-tree" });
   const pos = (n) => [10 + n.step * colW, 10 + y.get(n.id) * rowH];
@@ -66,7 +66,7 @@ function drawTree(nodes) {
     svgElement("rect", { x, y: yy, width: boxW, height: boxH, rx: 4, fill: n.best ? "#e8f5e9" : "#fff",
       stroke: n.best ? "#2e7d32" : n.finished ? "#6a1b9a" : "#90a4ae", "stroke-dasharray": n.finished ? "" : "" }, g);
     text(g, x + 4, yy + 12, n.piece.length > 14 ? n.piece.slice(0, 13) + "…" : n.piece);
-    const score = n.finished ? `${n.score.toFixed(2)}/lp=${n.normalised.toFixed(2)}` : n.score.toFixed(2);
+    const score = n.finished ? `${n.score.toFixed(2)} ÷lp ${n.normalised.toFixed(2)}` : n.score.toFixed(2);
     text(g, x + 4, yy + 24, score, { fill: "#555" });
     svgElement("title", {}, g).textContent = `step ${n.step}: log p(token) ${n.logp.toFixed(3)}, ` +
       `summed ${n.score.toFixed(3)}` + (n.finished ? `, finished: ${n.score.toFixed(3)} / lp = ${n.normalised.toFixed(3)}` : "");
