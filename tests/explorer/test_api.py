@@ -1,16 +1,19 @@
 """The JSON endpoints, called in-process (Starlette's TestClient): answers, shapes, limits and errors."""
 
+import warnings
+
 import numpy as np
 import pytest
 
 pytest.importorskip("starlette")
 pytest.importorskip("httpx")
-from starlette.testclient import TestClient  # noqa: E402
+with warnings.catch_warnings():  # Starlette 1.x prefers the httpx2 package for its TestClient; httpx works
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient  # noqa: E402
 
 from models.explorer import requests as rq  # noqa: E402
 from models.explorer.app import create_app  # noqa: E402
 
-# Starlette 1.x prefers the httpx2 package for its TestClient and warns when it finds httpx; both work.
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
 
