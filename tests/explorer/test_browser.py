@@ -67,14 +67,12 @@ def test_the_language_model_next_token_view(page):
     page.select_option("#model", index=1)  # the GPT
     page.click("#tabs button[data-view=next]")
     assert page.is_hidden("#next-source")
-    page.fill("#next-prefix", "ROMEO:")
-    page.wait_for_selector("#next-bars .prob")
-    with page.expect_response("**/api/next_token") as answer:
-        page.fill("#next-prefix", "JULIET:")
-    assert answer.value.ok
+    from playwright.sync_api import expect
+
+    page.fill("#next-prefix", "JULIET:")
+    expect(page.locator("#next-context")).to_contain_text("J U L I E T :")  # the answer for this prompt
     probs = [float(p) for p in page.eval_on_selector_all("#next-bars .prob", "els => els.map(e => e.dataset.p)")]
     assert sum(probs) == pytest.approx(1.0, abs=1e-6)
-    assert "J U L I E T :" in page.inner_text("#next-context")
 
 
 def test_inside_one_head_and_the_beam_tree(page):

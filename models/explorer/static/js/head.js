@@ -9,6 +9,8 @@ import { blues, diverging, svgElement } from "./svg.js";
 const $ = (id) => document.getElementById(id);
 
 export function init() {
+  // the same three attentions as the Translate view's menu
+  $("head-kind").replaceChildren(...[...$("map-kind").options].map((o) => new Option(o.text, o.value)));
   for (const id of ["head-kind", "head-layer", "head-head", "head-query"]) {
     $(id).addEventListener("change", () => { if (id === "head-kind") fillControls(); load(); });
   }

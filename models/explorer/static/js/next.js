@@ -6,6 +6,7 @@ import { guarded, state } from "./page.js";
 
 const $ = (id) => document.getElementById(id);
 let pending = null;
+let latest = 0;  // requests are numbered: an answer that arrives after a newer request was sent is dropped
 
 export function init() {
   for (const id of ["next-source", "next-prefix", "temperature", "top-k", "top-p"]) {
@@ -34,8 +35,9 @@ async function run() {
   const body = { model: state.model, prefix: $("next-prefix").value, temperature: Number($("temperature").value),
     top_k: Number($("top-k").value), top_p: Number($("top-p").value) };
   if (state.info?.kind === "translator") body.source = $("next-source").value;
+  const ticket = ++latest;
   const result = await guarded(() => postJSON("/api/next_token", body));
-  if (!result) return;
+  if (!result || ticket !== latest) return;
   $("next-context").textContent = `The model sees: ${result.context.join(" ")} — ${result.kept} of ` +
     `${result.vocab_size} tokens kept by the filters.`;
   const rows = result.candidates.map((c) => [c.piece, c.prob, `was ${(100 * c.raw).toFixed(1)}% at T = 1`]);
