@@ -15,6 +15,7 @@ requests meanwhile.
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ class SessionError(RuntimeError):
     """A checkpoint the explorer cannot serve (the message says why)."""
 
 
-class Session:
+class Session(ABC):
     """One model, loaded once. ``name`` is how the page refers to it (the checkpoint's run or file name)."""
 
     kind = "model"
@@ -53,13 +54,13 @@ class Session:
         """What the page shows about the model and needs to know for its controls."""
         return {"name": self.name, "kind": self.kind}
 
+    @abstractmethod
     def next_token_logits(self, prefix: str, source: str | None = None) -> tuple[list[str], np.ndarray]:
         """The pieces the model sees as context, and its next-token logits (V,) float32 after them."""
-        raise NotImplementedError
 
+    @abstractmethod
     def piece(self, token_id: int) -> str:
         """The text of one token (a SentencePiece piece: ``▁`` starts a word)."""
-        raise NotImplementedError
 
 
 class TranslatorSession(Session):

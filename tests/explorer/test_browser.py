@@ -8,13 +8,15 @@ import pytest
 def page(browser, server):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    errors = []
+    errors, elsewhere = [], []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: None if r.url.startswith(server) else elsewhere.append(r.url))
     page.goto(server)
     page.wait_for_selector("#model option", state="attached")
     yield page
     context.close()
     assert not errors, errors  # no uncaught JavaScript error on the way
+    assert not elsewhere, elsewhere  # nothing fetched from anywhere but the explorer's server
 
 
 def translate(page, sentence):
@@ -65,6 +67,7 @@ def test_next_token_probabilities_sum_to_one(page):
 
 def test_the_language_model_next_token_view(page):
     page.select_option("#model", index=1)  # the GPT
+    assert page.is_visible("#view-translate .lm-note") and page.is_hidden("#translate-form")
     page.click("#tabs button[data-view=next]")
     assert page.is_hidden("#next-source")
     from playwright.sync_api import expect

@@ -24,6 +24,7 @@ async function start() {
   const choose = () => {
     state.info = models.find((m) => m.name === select.value);
     state.model = select.value;
+    document.body.dataset.kind = state.info?.kind || "";
     state.translation = null;
     const i = state.info;
     document.getElementById("model-info").textContent = i && i.kind === "translator" ?
