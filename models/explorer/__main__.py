@@ -60,7 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     shown = f"[{host}]" if ":" in host else host
     print(f"Transformer explorer on http://{shown}:{port}/  (models: {', '.join(s.name for s in sessions)}; "
           "Ctrl-C stops it)", flush=True)
-    server = uvicorn.Server(uvicorn.Config(create_app(sessions), log_level="warning"))
+    # On the loopback address only the loopback names may be asked for; another --host is reached by any name.
+    allowed = ["127.0.0.1", "localhost", "::1", "[::1]"] if args.host in LOCAL_HOSTS else None
+    server = uvicorn.Server(uvicorn.Config(create_app(sessions, allowed), log_level="warning"))
     server.run(sockets=[sock])
     return 0
 

@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -54,8 +55,12 @@ _SECURITY_HEADERS = {
 }
 
 
-def create_app(sessions: Sequence[Session]) -> Starlette:
-    """The app serving ``sessions`` (loaded models, looked up by name; the first is the default)."""
+def create_app(sessions: Sequence[Session], allowed_hosts: Sequence[str] | None = None) -> Starlette:
+    """The app serving ``sessions`` (loaded models, looked up by name; the first is the default).
+
+    ``allowed_hosts``: the names the browser may have used to reach it (the Host header); a request for any
+    other name is refused, so that a web page elsewhere cannot reach the explorer by pointing a name of its
+    own at 127.0.0.1 (DNS rebinding). None: any."""
     by_name = {s.name: s for s in sessions}
 
     def session(data: Any, kind: type[Session] = Session) -> Any:
@@ -143,7 +148,10 @@ def create_app(sessions: Sequence[Session]) -> Starlette:
         Route("/autograd", _endpoint(autograd), methods=["POST"]),
     ]
     routes = [Mount("/api", routes=api), Mount("/", StaticFiles(directory=STATIC_DIR, html=True))]
-    return Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=_headers)],
+    middleware = [Middleware(BaseHTTPMiddleware, dispatch=_headers)]
+    if allowed_hosts is not None:
+        middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
+    return Starlette(routes=routes, middleware=middleware,
                      exception_handlers={HTTPException: _http_error, Exception: _server_error})
 
 

@@ -2,8 +2,11 @@
 
 import json
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 from models.translator.search import translate_sentences
 
@@ -35,4 +38,14 @@ def test_100_concurrent_translations(server, session):
         assert len(answer["cross"][0][0]) == len(answer["target_tokens"])
     # the server is still there
     with urllib.request.urlopen(server + "api/models", timeout=10) as response:
+        assert response.status == 200
+
+
+def test_only_the_loopback_names_are_served(server):
+    """A page elsewhere that points a name of its own at 127.0.0.1 (DNS rebinding) gets nothing."""
+    request = urllib.request.Request(server + "api/models", headers={"Host": "attacker.example"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 400
+    with urllib.request.urlopen(server.replace("127.0.0.1", "localhost") + "api/models", timeout=10) as response:
         assert response.status == 200
