@@ -100,8 +100,11 @@ function show(n) {
     div.textContent = `${k + 1}. ${node.label} ${JSON.stringify(node.shape)}: grad = ${JSON.stringify(s.grad)}`;
     return div;
   });
-  const value = document.createElement("div");
-  value.className = "muted";
-  value.textContent = `value = ${JSON.stringify(graph.output)}`;
-  $("grad-panel").replaceChildren(value, ...items);
+  const values = [...Object.entries(graph.tensors), ["value", graph.output]].map(([name, v]) => {
+    const div = document.createElement("div");
+    div.className = "muted";
+    div.textContent = `${name} = ${JSON.stringify(v)}`;
+    return div;
+  });
+  $("grad-panel").replaceChildren(...values, ...items);
 }
