@@ -36,6 +36,7 @@ def _shoot(page: Any, out: Path) -> list[Path]:
     written = []
 
     def save(name: str) -> None:
+        page.set_viewport_size({"width": 1280, "height": 860})
         wide = page.eval_on_selector_all(".view:not([hidden]) .figure",  # a wide figure: widen the window
                                          "els => Math.max(0, ...els.map(e => e.scrollWidth))")
         page.set_viewport_size({"width": max(1280, int(wide) + 60), "height": 860})
