@@ -29,6 +29,7 @@ from .communicator import Communicator, ReduceOp
 from .ddp import DistributedDataParallel, broadcast_tensors
 from .launch import find_mpiexec, launched_world_size, mpiexec_command
 from .process_group import (
+    abort,
     destroy_process_group,
     get_backend,
     get_rank,
@@ -38,7 +39,7 @@ from .process_group import (
     is_initialized,
 )
 
-__all__ = ["Communicator", "DistributedDataParallel", "ReduceOp", "all_gather", "all_gather_object", "all_reduce",
-           "barrier", "broadcast", "broadcast_object_list", "broadcast_tensors", "destroy_process_group",
+__all__ = ["Communicator", "DistributedDataParallel", "ReduceOp", "abort", "all_gather", "all_gather_object",
+           "all_reduce", "barrier", "broadcast", "broadcast_object_list", "broadcast_tensors", "destroy_process_group",
            "find_mpiexec", "get_backend", "get_rank", "get_world_size", "init_process_group", "is_available",
            "is_initialized", "launched_world_size", "mpiexec_command"]

@@ -93,6 +93,12 @@ def get_backend() -> str:
     return group().backend
 
 
+def abort(message: str, exit_code: int = 1) -> None:
+    """Print ``message`` and end every rank of the job now (after an error that only this rank met, which
+    would leave the others waiting for it in their next collective)."""
+    group().host.abort(message, exit_code)
+
+
 def destroy_process_group() -> None:
     """Leave the process group (its communicators are freed; a new ``init_process_group`` may follow)."""
     global _group
