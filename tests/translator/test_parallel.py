@@ -1,5 +1,6 @@
 """Data parallelism over processes (train.workers): the split of a batch, gradients equal to one process's,
-helpers that see the optimiser's updates, exact resume, errors that name the worker."""
+helpers that see the optimiser's updates, errors that name the worker (training equal to one process and
+exact resume: test_engines.py, for the MPI engine too)."""
 
 import multiprocessing
 import os
@@ -9,10 +10,8 @@ import numpy as np
 import pytest
 
 import tinygrad_attn as ta
-from models.translator import checkpoints as ckpt
 from models.translator import config as C
 from models.translator import step as S
-from models.translator import train as T
 from models.translator.batching import TokenBatcher
 from models.translator.vocab import PAD_ID
 
