@@ -1,6 +1,7 @@
 """What every rank runs under ``mpiexec -n N`` for tests/distributed/test_mpi.py (one launch, many checks):
 
-    python -m tests.distributed.ranks_program collectives OUT_DIR   collectives and DDP training -> OUT_DIR/rank<r>.npz
+    python -m tests.distributed.ranks_program collectives OUT_DIR   collectives, DDP training, the translator's
+                                                                    ranks.py -> OUT_DIR/rank<r>.npz
     python -m tests.distributed.ranks_program hang SECONDS          rank 1 never arrives; timeout SECONDS
     python -m tests.distributed.ranks_program die                   rank 1 is killed (SIGKILL) before a collective
 
@@ -62,6 +63,49 @@ def ddp_losses(model: ta.nn.Module, rank: int, world: int, sync: bool) -> list[f
     return losses
 
 
+def translator_batches() -> list:
+    """Two batches of random sentence pairs (vocabulary of 50): one optimiser step with gradient accumulation."""
+    from models.translator.batching import TokenBatcher
+
+    batches = []
+    for seed in (1, 2):
+        rng = np.random.default_rng(seed)
+        pairs = [(rng.integers(4, 50, rng.integers(1, 12)).tolist(), rng.integers(4, 50, rng.integers(1, 12)).tolist())
+                 for _ in range(40)]
+        batcher = TokenBatcher(pairs, max_tokens=10_000, seed=seed)
+        (indices,) = batcher.epoch_plan(0)
+        batches.append(batcher.make_batch(indices))
+    return batches
+
+
+def translator_model() -> ta.nn.Module:
+    from models.transformer import build_model
+    from models.translator.vocab import PAD_ID
+
+    ta.manual_seed(3)
+    return build_model(50, pad_id=PAD_ID, d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32,
+                       dropout=0.0)
+
+
+def translator_ranks(rank: int, world: int, out: dict[str, np.ndarray]) -> None:
+    """models.translator.ranks on MPI: spreading work, sums, agreement, errors, and the gradient engine."""
+    from models.translator.ranks import MPIGradients, Ranks
+
+    ranks = Ranks(rank, world)
+    out["map"] = np.array(ranks.map(lambda items: [10 * x for x in items], list(range(7))))
+    out["sum"] = np.array(ranks.sum([1.5, float(rank)]))
+    out["from_rank0"] = np.array(ranks.from_rank0(float(rank + 7)))
+    try:
+        ranks.on_rank0(lambda: int("not a number on rank 0"))
+    except ValueError as e:
+        out["on_rank0_error"] = np.array(str(e))
+    model, batches = translator_model(), translator_batches()
+    engine = MPIGradients(model, ranks, label_smoothing=0.1, device=ta.device("cpu"))
+    out["engine_loss"] = np.array(engine.gradients(batches, sum(b.n_tgt_tokens for b in batches)))
+    for name, p in model.named_parameters():
+        out[f"engine_grad_{name}"] = p.grad.numpy()
+
+
 def collectives(out_dir: str) -> None:
     dist.init_process_group("mpi", timeout=60)
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -93,6 +137,7 @@ def collectives(out_dir: str) -> None:
     out["ddp_losses"] = np.array(ddp_losses(model, rank, world, sync=True))
     for name, value in model.module.state_dict().items():
         out[f"ddp_weight_{name}"] = value.numpy()
+    translator_ranks(rank, world, out)
     np.savez(os.path.join(out_dir, f"rank{rank}.npz"), **out)
     dist.destroy_process_group()
 

@@ -64,6 +64,26 @@ def test_ddp_training_equals_one_process_with_the_whole_batch(ranks):
         np.testing.assert_array_equal(ranks[0][f"ddp_weight_{name}"], ranks[1][f"ddp_weight_{name}"])
 
 
+def test_translator_ranks_spread_sum_agree_and_share_errors(ranks):
+    for result in ranks:
+        np.testing.assert_array_equal(result["map"], [0, 10, 20, 30, 40, 50, 60])
+        np.testing.assert_array_equal(result["sum"], [3.0, 1.0])
+        assert float(result["from_rank0"]) == 7.0
+        assert "invalid literal for int() with base 10: 'not a number on rank 0'" in str(result["on_rank0_error"])
+
+
+def test_translator_engine_gives_the_gradient_of_one_process_with_the_whole_batch(ranks):
+    from models.translator.step import accumulate_gradients
+
+    model, batches = program.translator_model(), program.translator_batches()
+    loss = accumulate_gradients(model, batches, sum(b.n_tgt_tokens for b in batches), 0.1, ta.device("cpu"))
+    for r, result in enumerate(ranks):
+        np.testing.assert_allclose(result["engine_loss"], loss, rtol=1e-5, err_msg=f"rank {r}")
+        for name, p in model.named_parameters():
+            np.testing.assert_allclose(result[f"engine_grad_{name}"], p.grad.numpy(), rtol=1e-4, atol=1e-6,
+                                       err_msg=f"{name} on rank {r}")
+
+
 def test_a_hung_rank_ends_the_job_with_a_message_naming_it():
     require_mpi()
     start = time.monotonic()

@@ -11,14 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tinygrad_attn as ta
 from models.translator import checkpoints as ckpt
 from models.translator import train as T
+from models.translator.batching import TokenBatcher
+from models.translator.ranks import Ranks
+from models.translator.step import build
 from tests.distributed.launch import require_mpi, run_ranks
 from tests.translator.conftest import MICRO
 
 pytest.importorskip("threadpoolctl")
 from models.translator import parallel as P  # noqa: E402
 
+CPU = ta.device("cpu")
 ENGINES = ["fork", "mpi"]
 STEPS = 4
 
@@ -87,3 +92,26 @@ def test_two_processes_resume_exactly(engine, micro_config, tmp_path, two_proces
     for k in a.model:
         np.testing.assert_array_equal(a.model[k].numpy(), b.model[k].numpy(), err_msg=k)
     assert [r["step"] for r in records(tmp_path / "split", "train")] == list(range(2, STEPS + 1, 2))
+
+
+class _OneOfTwoRanks(Ranks):
+    """Rank ``rank`` of two, alone: its sums are its own (what it would send to the all-reduce)."""
+
+    def sum(self, values):
+        return list(values)
+
+
+def test_each_rank_computes_every_other_validation_batch(micro_config, tmp_path):
+    config = micro_config("train.max_steps=1")
+    model = build(config, 50, CPU)
+    rng = np.random.default_rng(0)
+    pairs = [(rng.integers(4, 50, 6).tolist(), rng.integers(4, 50, 5).tolist()) for _ in range(30)]
+    batcher = TokenBatcher(pairs, max_tokens=60, shuffle=False)
+    assert len(batcher) >= 4
+    n_tokens = [b.n_tgt_tokens for b in batcher.epoch(0)]
+    mean = T.validation_loss(model, batcher, config, CPU)[0]
+    shares = [T.validation_loss(model, batcher, config, CPU, _OneOfTwoRanks(r, 2))[0] for r in (0, 1)]
+    tokens = [sum(n_tokens[r::2]) for r in (0, 1)]
+    # Each rank's share is its own batches' mean; weighted by their tokens, the shares make the whole mean.
+    assert shares[0] != pytest.approx(shares[1])
+    np.testing.assert_allclose((shares[0] * tokens[0] + shares[1] * tokens[1]) / sum(tokens), mean, rtol=1e-6)
