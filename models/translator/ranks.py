@@ -115,9 +115,6 @@ def join_ranks(config: Config, environ: dict[str, str] | None = None) -> Ranks:
     if not dist.is_available():
         raise ConfigError(f"train.distributed = {mode!r} (started by an MPI launcher: {launched} ranks) needs "
                           "mpi4py: pip install 'tinygrad_attn[mpi]'")
-    if config.train.schedule == "cosine" and config.train.max_minutes is not None:
-        raise ConfigError("train.schedule = 'cosine' with train.max_minutes follows each process's clock, which "
-                          "MPI ranks do not share: set train.max_steps and train.max_minutes = null")
     if not dist.is_initialized():
         dist.init_process_group("mpi", timeout=COLLECTIVE_TIMEOUT_S)
     return Ranks(dist.get_rank(), dist.get_world_size())

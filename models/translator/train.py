@@ -306,8 +306,10 @@ class _Run:
 
     # -- helpers --
     def training_seconds(self) -> float:
-        """Training time so far, the step under way included: the clock of a schedule with a time budget."""
-        return self.progress.train_seconds + (time.perf_counter() - self._step_start)
+        """Training time so far, the step under way included: the clock of a schedule with a time budget
+        (rank 0's on every rank of an MPI job, so that all ranks set the same learning rate; every rank
+        reads it at the same points of the step)."""
+        return self.ranks.from_rank0(self.progress.train_seconds + (time.perf_counter() - self._step_start))
 
     def _contents(self) -> dict[str, Any]:
         return dict(model_state=self.model.state_dict(), config=self.config.to_dict(),

@@ -8,8 +8,9 @@ waits in a collective of its own), then aborts the whole job with a message nami
 arrive: silent ones (dead, hung, or stuck in work outside any collective) and those waiting elsewhere (a
 program whose ranks call collectives in different orders).
 
-Waiting spins for the first milliseconds (most collectives of a training step end in microseconds to
-milliseconds), then sleeps between polls so that a rank that waits long leaves its core to others.
+Waiting spins for the first 10 ms (most collectives of a training step end in microseconds to
+milliseconds), then sleeps between polls, longer and longer up to 1 ms, so that a rank that waits long
+(for a slower rank) leaves its core to others and wakes at most a millisecond late.
 
 Arrays on a GPU are staged through the host here; ``nccl.py`` moves them between GPUs directly.
 Importing this module does not import mpi4py: constructing the communicator does (which initialises MPI).
@@ -28,8 +29,8 @@ from ..backend import backend_of
 from .communicator import Communicator, ReduceOp, check_contiguous
 
 _PING, _PONG = 1, 2  # tags of the control communicator
-_SPIN_SECONDS = 0.01  # poll without sleeping for this long, then sleep between polls
-_SLEEP_SECONDS = 2e-4
+_SPIN_SECONDS = 0.01  # poll without sleeping for this long, then sleep between polls ...
+_FIRST_NAP_SECONDS, _LONGEST_NAP_SECONDS = 5e-5, 1e-3  # ... for twice as long each time, up to a millisecond
 _ANSWER_SECONDS = 5.0  # how long a rank that timed out waits for the others' answers
 
 
@@ -137,13 +138,15 @@ class MPICommunicator(Communicator):
         other ranks' pings meanwhile; past the timeout, find which ranks are missing and abort the job."""
         self._started += 1
         start = time.monotonic()
+        nap = _FIRST_NAP_SECONDS
         while not done():
             waited = time.monotonic() - start
             if waited > _SPIN_SECONDS:
                 self._answer_pings()
                 if waited > self.timeout:
                     self._abort_missing(what)
-                time.sleep(_SLEEP_SECONDS)
+                time.sleep(nap)
+                nap = min(2 * nap, _LONGEST_NAP_SECONDS)
 
     def _answer_pings(self) -> None:
         """Tell each rank that pinged us the number of the collective we wait in."""
@@ -165,7 +168,7 @@ class MPICommunicator(Communicator):
                     done, value = request.test()
                     if done:
                         answers[r] = value
-            time.sleep(_SLEEP_SECONDS)
+            time.sleep(_LONGEST_NAP_SECONDS)
         self._pending.extend(sends)
         silent = [r for r in others if r not in answers]
         elsewhere = {r: n for r, n in answers.items() if n != self._started}
