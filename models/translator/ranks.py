@@ -4,6 +4,7 @@ Started as ``mpirun -n N python -m models.translator train CONFIG`` (or ``srun``
 program on the same data, vocabulary, seed and batch order, so every rank knows every global batch without
 any being sent. Then:
 
+- each rank's BLAS gets its share of its machine's cores (one thread per rank with one rank per core);
 - each batch is split into N parts of about equal token counts (``Batch.split``, as ``train.workers`` does);
   rank r computes the gradient of part r, each part's loss divided by the target tokens of the *whole*
   step, and the ranks' gradients are summed (``MPIGradients``, through ``DistributedDataParallel``'s
@@ -117,7 +118,20 @@ def join_ranks(config: Config, environ: dict[str, str] | None = None) -> Ranks:
                           "mpi4py: pip install 'tinygrad_attn[mpi]'")
     if not dist.is_initialized():
         dist.init_process_group("mpi", timeout=COLLECTIVE_TIMEOUT_S)
+        _share_cores(dist.get_local_world_size())
     return Ranks(dist.get_rank(), dist.get_world_size())
+
+
+def _share_cores(ranks_here: int) -> None:
+    """Give this rank's BLAS its share of the machine's cores (one thread each for one rank per core): ranks
+    that each start a thread per core would fight over the cores (parallel.py measured why one thread each
+    is fastest on the CPU)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # without threadpoolctl (the [translate] extra) BLAS keeps its own count
+        return
+    threadpool_limits(limits=max(1, cores // ranks_here), user_api="blas")  # kept for the life of the process
 
 
 def fail_job(message: str, exit_code: int) -> None:

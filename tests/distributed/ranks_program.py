@@ -2,6 +2,7 @@
 
     python -m tests.distributed.ranks_program collectives OUT_DIR   collectives, DDP training, the translator's
                                                                     ranks.py -> OUT_DIR/rank<r>.npz
+    python -m tests.distributed.ranks_program nccl OUT_DIR          the same on GPU tensors through NCCL
     python -m tests.distributed.ranks_program hang SECONDS          rank 1 never arrives; timeout SECONDS
     python -m tests.distributed.ranks_program die                   rank 1 is killed (SIGKILL) before a collective
 
@@ -142,6 +143,34 @@ def collectives(out_dir: str) -> None:
     dist.destroy_process_group()
 
 
+def nccl(out_dir: str) -> None:
+    """The collectives on GPU tensors through NCCL (one rank per GPU), and DDP's buckets on the GPU."""
+    dist.init_process_group("nccl", timeout=120)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    out: dict[str, np.ndarray] = {"world": np.array(world)}
+    for dtype in ("float32", "float16", "int64"):
+        for op in (dist.ReduceOp.SUM, dist.ReduceOp.MAX) + ((dist.ReduceOp.AVG,) if dtype != "int64" else ()):
+            t = ta.tensor(rank_values(rank, (3, 5), dtype), device="cuda")
+            dist.all_reduce(t, op)
+            out[f"all_reduce_{op.value}_{dtype}"] = t.numpy()
+        t = ta.tensor(rank_values(rank, (3, 5), dtype), device="cuda")
+        dist.broadcast(t, src=world - 1)
+        out[f"broadcast_{dtype}"] = t.numpy()
+        gathered = [ta.zeros(3, 5, dtype=dtype, device="cuda") for _ in range(world)]
+        dist.all_gather(gathered, ta.tensor(rank_values(rank, (3, 5), dtype), device="cuda"))
+        out[f"all_gather_{dtype}"] = np.stack([g.numpy() for g in gathered])
+    model = ddp_model(seed=10 + rank).to("cuda")
+    model = dist.DistributedDataParallel(model)
+    x, y = ddp_data()
+    loss = ta.nn.functional.cross_entropy(model(ta.tensor(x[0], device="cuda")), ta.tensor(y[0], device="cuda"))
+    loss.backward()
+    model.sync_gradients()
+    for name, p in model.module.named_parameters():
+        out[f"grad_{name}"] = p.grad.numpy()
+    np.savez(os.path.join(out_dir, f"rank{rank}.npz"), **out)
+    dist.destroy_process_group()
+
+
 def hang(seconds: float) -> None:
     dist.init_process_group("mpi", timeout=seconds)
     t = ta.ones(4)
@@ -164,6 +193,8 @@ if __name__ == "__main__":
     command = sys.argv[1]
     if command == "collectives":
         collectives(sys.argv[2])
+    elif command == "nccl":
+        nccl(sys.argv[2])
     elif command == "hang":
         hang(float(sys.argv[2]))
     elif command == "die":

@@ -32,6 +32,8 @@ from .process_group import (
     abort,
     destroy_process_group,
     get_backend,
+    get_local_rank,
+    get_local_world_size,
     get_rank,
     get_world_size,
     init_process_group,
@@ -41,5 +43,6 @@ from .process_group import (
 
 __all__ = ["Communicator", "DistributedDataParallel", "ReduceOp", "abort", "all_gather", "all_gather_object",
            "all_reduce", "barrier", "broadcast", "broadcast_object_list", "broadcast_tensors", "destroy_process_group",
-           "find_mpiexec", "get_backend", "get_rank", "get_world_size", "init_process_group", "is_available",
+           "find_mpiexec", "get_backend", "get_local_rank", "get_local_world_size",
+           "get_rank", "get_world_size", "init_process_group", "is_available",
            "is_initialized", "launched_world_size", "mpiexec_command"]

@@ -56,6 +56,9 @@ class MPICommunicator(Communicator):
         self.comm = base.Dup()  # our own message space: the user's messages on `base` never match ours
         self.control = base.Dup()  # pings and answers of a rank that timed out
         self.rank, self.size, self.timeout = self.comm.Get_rank(), self.comm.Get_size(), float(timeout)
+        node = base.Split_type(MPI.COMM_TYPE_SHARED)  # the ranks that share this machine's memory
+        self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
+        node.Free()
         self._ops = {ReduceOp.SUM: MPI.SUM, ReduceOp.AVG: MPI.SUM, ReduceOp.MAX: MPI.MAX, ReduceOp.MIN: MPI.MIN}
         self._started = 0  # collectives started: the number a ping answer reports
         self._pending: list[Any] = []  # answers sent to pings (kept alive until they complete)

@@ -5,8 +5,8 @@
     destroy_process_group()             leave it (MPI itself is finalised when the process exits)
 
 Backends: ``"mpi"`` moves every array through MPI (arrays on a GPU are staged through the host);
-``"nccl"`` moves arrays on a GPU through NCCL (one rank per GPU: rank ``r`` uses GPU ``r % gpus_per_node``
-unless a device was made current) and host arrays through MPI, which also starts NCCL.
+``"nccl"`` moves arrays on a GPU through NCCL (one rank per GPU: the ``k``-th rank on a machine uses its GPU
+``k``, ``get_local_rank()``) and host arrays through MPI, which also starts NCCL.
 """
 
 from __future__ import annotations
@@ -67,8 +67,7 @@ def init_process_group(backend: str = "mpi", timeout: timedelta | float = DEFAUL
     if backend == "nccl":
         import cupy
 
-        local_rank = host.rank % cupy.cuda.runtime.getDeviceCount()
-        cupy.cuda.Device(local_rank).use()
+        cupy.cuda.Device(host.local_rank % cupy.cuda.runtime.getDeviceCount()).use()
         device = NCCLCommunicator(host)
     _group = ProcessGroup(backend, host, device)
 
@@ -87,6 +86,16 @@ def get_rank() -> int:
 
 def get_world_size() -> int:
     return group().host.size
+
+
+def get_local_rank() -> int:
+    """This rank's number among the ranks on its machine (which GPU it takes, how many cores are its share)."""
+    return group().host.local_rank
+
+
+def get_local_world_size() -> int:
+    """The number of ranks on this machine."""
+    return group().host.local_size
 
 
 def get_backend() -> str:
