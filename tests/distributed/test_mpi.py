@@ -124,3 +124,13 @@ def test_launched_world_size_reads_the_launchers_variables():
     assert launched_world_size({}) == 1
     assert launched_world_size({"PMI_SIZE": "4"}) == 4
     assert launched_world_size({"OMPI_COMM_WORLD_SIZE": "3"}) == 3
+
+
+def test_the_data_parallel_example_on_two_ranks_prints_the_losses_of_one():
+    require_mpi()
+    two = run_ranks(WORLD, ["examples/data_parallel.py", "100"], timeout=120)
+    one = run_ranks(1, ["examples/data_parallel.py", "100"], timeout=120)
+    assert two.returncode == 0 and one.returncode == 0, two.stderr + one.stderr
+    assert two.stdout.count("step  100  loss") == 1  # rank 0 alone prints
+    assert two.stdout.splitlines()[0] == one.stdout.splitlines()[0]
+    assert "training accuracy on 2 rank(s)" in two.stdout
