@@ -9,8 +9,9 @@ arrive: silent ones (dead, hung, or stuck in work outside any collective) and th
 program whose ranks call collectives in different orders).
 
 Waiting spins for the first 10 ms (most collectives of a training step end in microseconds to
-milliseconds), then sleeps between polls, longer and longer up to 1 ms, so that a rank that waits long
-(for a slower rank) leaves its core to others and wakes at most a millisecond late.
+milliseconds), then sleeps between polls, longer and longer up to 1 ms (or 1% of the time waited so far), so that a
+rank that waits long (for a slower rank, or between jobs) leaves its core to others and wakes at most a
+millisecond, or 1%, late.
 
 Arrays on a GPU are staged through the host here; ``nccl.py`` moves them between GPUs directly.
 Importing this module does not import mpi4py: constructing the communicator does (which initialises MPI).
@@ -30,7 +31,7 @@ from .communicator import Communicator, ReduceOp, check_contiguous
 
 _PING, _PONG = 1, 2  # tags of the control communicator
 _SPIN_SECONDS = 0.01  # poll without sleeping for this long, then sleep between polls ...
-_FIRST_NAP_SECONDS, _LONGEST_NAP_SECONDS = 5e-5, 1e-3  # ... for twice as long each time, up to a millisecond
+_FIRST_NAP_SECONDS, _LONGEST_NAP_SECONDS = 5e-5, 1e-3  # ... twice as long each time, up to 1 ms or 1% of the wait
 _ANSWER_SECONDS = 5.0  # how long a rank that timed out waits for the others' answers
 
 
@@ -149,7 +150,7 @@ class MPICommunicator(Communicator):
                 if waited > self.timeout:
                     self._abort_missing(what)
                 time.sleep(nap)
-                nap = min(2 * nap, _LONGEST_NAP_SECONDS)
+                nap = min(2 * nap, max(_LONGEST_NAP_SECONDS, waited / 100))
 
     def _answer_pings(self) -> None:
         """Tell each rank that pinged us the number of the collective we wait in."""
