@@ -134,3 +134,15 @@ def test_the_data_parallel_example_on_two_ranks_prints_the_losses_of_one():
     assert two.stdout.count("step  100  loss") == 1  # rank 0 alone prints
     assert two.stdout.splitlines()[0] == one.stdout.splitlines()[0]
     assert "training accuracy on 2 rank(s)" in two.stdout
+
+
+def test_without_mpi4py_the_mpi_tests_skip_locally_and_fail_on_ci(monkeypatch):
+    from tests.distributed import launch
+
+    monkeypatch.setattr(launch.dist, "is_available", lambda: False)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="mpi4py is not installed"):
+        launch.require_mpi()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI installs the \\[mpi\\] extra"):
+        launch.require_mpi()
