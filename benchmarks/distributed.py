@@ -15,8 +15,11 @@ Three ways to train the same model on the same batches, measured side by side in
 Each runs in processes of its own that prepare once (model, optimiser, the same Multi30k batches of
 ``--max-tokens``, which this script builds first and hands to all), then take turns: ``--steps`` training
 steps each, ``--rounds`` times, in an order that rotates, so machine load hits all alike; while one works,
-the others wait (the MPI ranks in a collective that naps, the others on a pipe). Reported: target tokens/s
-over all timed steps, and its ratio to one process.
+the others wait (the MPI ranks in a collective that naps, the others on a pipe). Each engine runs in a
+session of its own, its MPI ranks too (MPICH's ``mpiexec.gforker``; hydra's ``mpiexec`` would give every
+rank its own session, and where Linux shares the CPU between sessions, "autogroup", a busy machine would
+give the ranks N times the share of the other engines). Reported: target tokens/s over all timed steps,
+and its ratio to one process.
 
 Then the all-reduce alone: the MPI ranks call ``DistributedDataParallel.sync_gradients`` on the whole
 model's gradients ``--reduce-repeats`` times after a barrier; its time per step, the bytes it moves, and the
@@ -156,8 +159,10 @@ def prepare(args: argparse.Namespace, folder: Path) -> Path:
 class Worker:
     def __init__(self, kind: str, command: list[str], env: dict[str, str]) -> None:
         self.kind = kind
+        # A session of its own: where the kernel shares the CPU between sessions (autogroup), every engine
+        # then gets the same share of a busy machine, whatever its number of processes.
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                        cwd=ROOT, env=env)
+                                        cwd=ROOT, env=env, start_new_session=True)
         self.ask(None)  # ready
 
     def ask(self, line: str | None) -> dict[str, Any]:
@@ -186,8 +191,19 @@ def start_workers(args: argparse.Namespace, setup: Path) -> dict[str, Worker]:
     workers = {"one process": Worker("one process", [*script, "one"], base),
                "fork engine": Worker("fork engine", [*script, "fork"], base)}
     if dist.is_available():
-        workers["MPI"] = Worker("MPI", dist.mpiexec_command(args.processes, [*script, "mpi"]), one_blas)
+        workers["MPI"] = Worker("MPI", [*mpi_launcher(), "-n", str(args.processes), *script, "mpi"], one_blas)
     return workers
+
+
+def mpi_launcher() -> list[str]:
+    """MPICH's ``mpiexec.gforker`` where there is one: it starts the ranks on this machine in its own session,
+    while ``mpiexec`` (hydra) gives each rank a session of its own, and so, on a busy Linux machine that
+    shares the CPU between sessions (autogroup), N times the CPU share of the other engines."""
+    import tinygrad_attn.distributed as dist
+
+    mpiexec = Path(dist.find_mpiexec())
+    gforker = mpiexec.with_name("mpiexec.gforker")
+    return [str(gforker)] if gforker.is_file() else [str(mpiexec)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,7 +237,8 @@ def report(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], redu
     speed = {name: sum(r["tokens"] for r in rs) / sum(r["seconds"] for r in rs) for name, rs in runs.items()}
     step = {name: sum(r["seconds"] for r in rs) / (args.steps * args.rounds) for name, rs in runs.items()}
     print(f"preset {args.preset}, batches of {args.max_tokens} tokens, {args.processes} processes, "
-          f"{args.rounds} x {args.steps} timed steps each, {os.cpu_count()} cores")
+          f"{args.rounds} x {args.steps} timed steps each, {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f}, MPI ranks started by {Path(mpi_launcher()[0]).name}")
     print("| engine | target tokens/s | s/step | vs one process |")
     print("|---|---:|---:|---:|")
     for name in runs:
