@@ -41,7 +41,7 @@ from .amp import autocast_mode as _autocast
 from .autograd import Function
 from .backend import array_module as _xp
 from .ops.elementwise import cast
-from .ops.linalg import matmul
+from .ops.linalg import array_matmul, matmul
 from .ops.reduce import sum_to
 from .ops.shapes import broadcast_shape
 from .random import dropout_mask
@@ -56,9 +56,9 @@ def _probabilities(q: Any, k: Any, mask: Any, is_causal: bool, scale: float) -> 
     which fit float16 do not overflow it on the way -- and the softmax in float32: P is float32."""
     xp = _xp(q)
     if q.dtype.itemsize < 4:
-        s = xp.matmul(q * q.dtype.type(scale), xp.swapaxes(k, -1, -2)).astype(xp.float32)
+        s = array_matmul(q * q.dtype.type(scale), xp.swapaxes(k, -1, -2)).astype(xp.float32)
     else:
-        s = xp.matmul(q, xp.swapaxes(k, -1, -2))
+        s = array_matmul(q, xp.swapaxes(k, -1, -2))
         s *= scale
     if mask is not None:
         if mask.dtype == bool:
@@ -146,7 +146,7 @@ class ScaledDotProductAttention(_AttentionFunction):
         self.setup(bool(mask), is_causal, scale, dropout_p, mask_index=3)
         P = _probabilities(q, k, mask[0] if mask else None, is_causal, scale)
         weights, drop_mask = self.dropped(P)
-        out = _xp(q).matmul(weights.astype(v.dtype, copy=False), v)
+        out = array_matmul(weights.astype(v.dtype, copy=False), v)
         self.save_for_backward(q, k, v, *mask, P, *drop_mask)
         return out
 

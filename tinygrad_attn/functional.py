@@ -23,7 +23,7 @@ from .autograd import Function
 from .backend import array_module as _xp
 from .losses import cross_entropy, mse_loss, nll_loss
 from .ops.elementwise import gelu, relu, sigmoid, tanh, where
-from .ops.linalg import matmul
+from .ops.linalg import array_matmul, matmul
 from .ops.movement import reshape, transpose
 from .ops.reduce import sum_to
 from .random import dropout_mask
@@ -50,7 +50,7 @@ class Linear(Function):
 
     def forward(self, x: Any, weight: Any, *bias: Any) -> Any:
         self.save_for_backward(x, weight)
-        y = x @ weight.T
+        y = array_matmul(x, weight.T)
         if bias:
             y += bias[0]
         return y
