@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from . import cuda_kernels
 from .amp import autocast_mode as _autocast
 from .autograd import Function
 from .backend import array_module as _xp
@@ -69,6 +70,8 @@ def _probabilities(q: Any, k: Any, mask: Any, is_causal: bool, scale: float) -> 
         xp.copyto(s, -math.inf, where=~_causal(xp, *s.shape[-2:]))
     if s.shape[-1] == 0:  # no keys: nothing to attend to, the output is zeros (as PyTorch's)
         return s
+    if cuda_kernels.fused(s):  # the same softmax, one GPU kernel
+        return cuda_kernels.masked_softmax_(s)
     m = s.max(axis=-1, keepdims=True)
     xp.copyto(m, 0, where=~xp.isfinite(m))  # a row that may attend nowhere stays at -inf, not nan...
     s -= m
