@@ -265,7 +265,7 @@ class _Run:
             log.info("tf32: float32 matmuls may use TF32%s", "" if device.type == "cuda" else " (no effect on the CPU)")
         if t.precision == "fp16":
             log.info("mixed precision: fp16 autocast, loss scale %g%s", self.scaler.get_scale(),
-                     "" if device.type == "cuda" else " (on the CPU float16 matmuls are slow: this run will be too)")
+                     "" if device.type == "cuda" else " (float16 elementwise ops are slow in NumPy: slower than fp32)")
         if saved is not None:
             if saved.optimizer is None or saved.scheduler is None:
                 raise ckpt.CheckpointError(f"cannot resume from {saved.path}: it holds no optimizer or schedule "
