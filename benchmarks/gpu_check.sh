@@ -189,10 +189,14 @@ print(f"{r['train_minutes']} min of training, {r['step']} steps, {r['tgt_tokens_
       f"BLEU {bleu}")
 EOF
             ;;
-        kernels)  # each op's array / fused ratio, from the table's rows
-            grep -E '^\| [A-Za-z].*x \|$' "$OUT_DIR/kernels.log" \
-                | awk -F'|' '{gsub(/^ +| +$/, "", $2); gsub(/ /, "", $5); printf "%s%s %s", sep, $2, $5; sep="; "}
-                             END {print ""}' ;;
+        kernels)  # each op's array / fused ratio, from the table's rows (else the log's last line: why not)
+            if grep -qE '^\| [A-Za-z].*x \|$' "$OUT_DIR/kernels.log"; then
+                grep -E '^\| [A-Za-z].*x \|$' "$OUT_DIR/kernels.log" \
+                    | awk -F'|' '{gsub(/^ +| +$/, "", $2); gsub(/ /, "", $5); printf "%s%s %s", sep, $2, $5; sep="; "}
+                                 END {print ""}'
+            else
+                tail -n 1 "$OUT_DIR/kernels.log"
+            fi ;;
         *) tail -n 1 "$OUT_DIR/$name.log" ;;
     esac
 }
