@@ -161,7 +161,7 @@ class MPIGradients:
         state = ta.random.get_rng_state()
         ta.manual_seed(int(seeds[rank]))
         try:
-            loss = accumulate_gradients(self.model, mine, n_tokens, self.label_smoothing, self.device)
+            loss = float(accumulate_gradients(self.model, mine, n_tokens, self.label_smoothing, self.device).item())
         finally:
             ta.random.set_rng_state(state)
         self.ddp.sync_gradients(dist.ReduceOp.SUM)

@@ -277,7 +277,7 @@ class _Run:
             log.info("tf32: float32 matmuls may use TF32%s", "" if device.type == "cuda" else " (no effect on the CPU)")
         if t.precision == "fp16":
             log.info("mixed precision: fp16 autocast, loss scale %g%s", self.scaler.get_scale(),
-                     "" if device.type == "cuda" else " (on the CPU float16 matmuls are slow: this run will be too)")
+                     "" if device.type == "cuda" else " (float16 elementwise ops are slow in NumPy: slower than fp32)")
         if saved is not None:
             if saved.optimizer is None or saved.scheduler is None:
                 raise ckpt.CheckpointError(f"cannot resume from {saved.path}: it holds no optimizer or schedule "
@@ -369,7 +369,7 @@ class _Run:
         stream = _batch_stream(self.batcher, p)
         bar = tqdm(total=t.max_steps, initial=p.step, unit="step", disable=not (t.progress and self.console),
                    dynamic_ncols=True, file=sys.stderr)
-        window_loss = window_tokens = 0.0
+        window_loss, window_tokens = ta.zeros((), device=self.device), 0.0
         window_seconds = 0.0
         last_eval = last_save = p.step if p.step else -1
         try:
@@ -382,23 +382,27 @@ class _Run:
                 p.step += 1
                 p.train_seconds += seconds
                 p.n_tgt_tokens += n_tokens
+                # the losses add up where they are (a 0-d tensor); a read from a GPU waits for its queue, so
+                # they are read every step only on the CPU (where it is free), else at the logging cadence
                 window_loss, window_tokens, window_seconds = (window_loss + loss_sum, window_tokens + n_tokens,
                                                               window_seconds + seconds)
                 lr = self.optimizer.param_groups[0]["lr"]
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / n_tokens:.3f}", lr=f"{lr:.2e}",
-                                tok_s=f"{window_tokens / max(window_seconds, 1e-9):,.0f}", epoch=p.epoch + 1)
-                if not math.isfinite(loss_sum):
-                    raise FloatingPointError(f"step {p.step}: the loss is {loss_sum}; lower train.lr_factor "
-                                             "or set train.clip_norm")
+                if self.device.type == "cpu" or p.step % t.log_every == 0:
+                    step_loss, window_sum = float(loss_sum.item()), float(window_loss.item())
+                    bar.set_postfix(loss=f"{step_loss / n_tokens:.3f}", lr=f"{lr:.2e}",
+                                    tok_s=f"{window_tokens / max(window_seconds, 1e-9):,.0f}", epoch=p.epoch + 1)
+                    if not math.isfinite(window_sum):
+                        raise FloatingPointError(f"step {p.step}: the loss is {window_sum}; lower train.lr_factor "
+                                                 "or set train.clip_norm")
                 if p.step % t.log_every == 0:
-                    record = {"kind": "train", "step": p.step, "epoch": p.epoch, "loss": round(window_loss /
+                    record = {"kind": "train", "step": p.step, "epoch": p.epoch, "loss": round(window_sum /
                               window_tokens, 5), "lr": lr, "tgt_tokens_per_s": round(window_tokens / window_seconds, 1),
                               "train_seconds": round(p.train_seconds, 2)}
                     self._append_metrics(record)
                     log.info("step %d epoch %d: loss %.3f, lr %.3g, %.0f target tokens/s, %.1f min", p.step,
                              p.epoch + 1, record["loss"], lr, record["tgt_tokens_per_s"], p.train_seconds / 60)
-                    window_loss = window_tokens = window_seconds = 0.0
+                    window_loss, window_tokens, window_seconds = ta.zeros((), device=self.device), 0.0, 0.0
                 if t.eval_every and p.step % t.eval_every == 0:
                     self._evaluate()
                     last_eval = p.step

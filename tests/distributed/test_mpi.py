@@ -78,7 +78,7 @@ def test_translator_engine_gives_the_gradient_of_one_process_with_the_whole_batc
     model, batches = program.translator_model(), program.translator_batches()
     loss = accumulate_gradients(model, batches, sum(b.n_tgt_tokens for b in batches), 0.1, ta.device("cpu"))
     for r, result in enumerate(ranks):
-        np.testing.assert_allclose(result["engine_loss"], loss, rtol=1e-5, err_msg=f"rank {r}")
+        np.testing.assert_allclose(result["engine_loss"], loss.item(), rtol=1e-5, err_msg=f"rank {r}")
         for name, p in model.named_parameters():
             np.testing.assert_allclose(result[f"engine_grad_{name}"], p.grad.numpy(), rtol=1e-4, atol=1e-6,
                                        err_msg=f"{name} on rank {r}")
