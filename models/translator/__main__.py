@@ -336,8 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, ckpt.CheckpointError, DataError, RunDirError, InputError, FileNotFoundError) as e:
+        fail_job(f"{PROG} {args.command}: error: {e}", 2)  # under MPI: says it, ends every rank, does not return
         print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
-        fail_job(f"{PROG} {args.command}: error: {e}", 2)  # under MPI: the other ranks must not wait for this one
         return 2
     except KeyboardInterrupt:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)

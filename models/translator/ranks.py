@@ -135,7 +135,8 @@ def _share_cores(ranks_here: int) -> None:
 
 
 def fail_job(message: str, exit_code: int) -> None:
-    """In a program that joined an MPI job: end every rank after an error on this one (a no-op otherwise)."""
+    """In a program that joined an MPI job: print ``message`` with this rank's number and end every rank (after
+    an error on this one, which the others would wait for); without MPI, return and do nothing."""
     if dist.is_initialized():
         Ranks(dist.get_rank(), dist.get_world_size()).fail(message, exit_code)
 

@@ -115,3 +115,13 @@ def test_each_rank_computes_every_other_validation_batch(micro_config, tmp_path)
     # Each rank's share is its own batches' mean; weighted by their tokens, the shares make the whole mean.
     assert shares[0] != pytest.approx(shares[1])
     np.testing.assert_allclose((shares[0] * tokens[0] + shares[1] * tokens[1]) / sum(tokens), mean, rtol=1e-6)
+
+
+def test_an_error_under_mpi_ends_every_rank_with_its_message(tmp_path):
+    require_mpi()
+    sets = [a for o in [*MICRO, "train.max_steps=2"] for a in ("--set", o)]
+    done = run_ranks(2, ["-m", "models.translator", "train", "--run-dir", str(tmp_path / "run"), "--data-dir",
+                         str(tmp_path / "no_data_here"), *sets], timeout=120)
+    assert done.returncode != 0
+    assert "python -m models.translator train: error:" in done.stderr, done.stderr
+    assert "no_data_here" in done.stderr
