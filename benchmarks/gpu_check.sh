@@ -8,6 +8,7 @@
 #   bench_fp32  benchmarks/translator.py --preset base --device cuda: a training step, greedy and beam
 #               decoding, ours and the PyTorch twin side by side
 #   bench_fp16  the same training step in mixed precision (autocast + loss scaling), both frameworks
+#   kernels     benchmarks/cuda_kernels.py: the fused CUDA kernels against the array code they replace
 #   train       `base` on Multi30k for GPU_CHECK_TRAIN_MINUTES minutes: BLEU and target tokens/s
 #
 # Usage (from anywhere; it runs in the repository root):
@@ -36,7 +37,7 @@
 #                                $TINYGRAD_ATTN_DATA, ~/.cache/tinygrad_attn, ../shared/data/multi30k, download)
 #   GPU_CHECK_PYTEST_ARGS        extra pytest arguments for the suite (e.g. "-x", or "-n 8" with pytest-xdist)
 #   GPU_CHECK_TIMEOUT_<PHASE>    seconds for a phase (INSTALL 300, MACHINE 60, SUITE 300, BENCH_FP32 180,
-#                                BENCH_FP16 120, TRAIN 60 * minutes + 150)
+#                                BENCH_FP16 120, KERNELS 60, TRAIN 60 * minutes + 150)
 #   PYTHON                       the interpreter (default python3)
 set -u
 
@@ -133,6 +134,13 @@ phase_bench_fp32() { bench fp32; }
 
 phase_bench_fp16() { bench fp16 --no-decode; }
 
+phase_kernels() {
+    if [ -n "${GPU_CHECK_SMOKE:-}" ]; then
+        echo "skipped (CUDA-only): the fused kernels run only on a GPU"; return $SKIP
+    fi
+    "$PYTHON" benchmarks/cuda_kernels.py
+}
+
 phase_train() {
     local run="$OUT_DIR/train_base"
     local args=(configs/base.yaml --run-dir "$run" --overwrite --no-progress
@@ -181,6 +189,14 @@ print(f"{r['train_minutes']} min of training, {r['step']} steps, {r['tgt_tokens_
       f"BLEU {bleu}")
 EOF
             ;;
+        kernels)  # each op's array / fused ratio, from the table's rows (else the log's last line: why not)
+            if grep -qE '^\| [A-Za-z].*x \|$' "$OUT_DIR/kernels.log"; then
+                grep -E '^\| [A-Za-z].*x \|$' "$OUT_DIR/kernels.log" \
+                    | awk -F'|' '{gsub(/^ +| +$/, "", $2); gsub(/ /, "", $5); printf "%s%s %s", sep, $2, $5; sep="; "}
+                                 END {print ""}'
+            else
+                tail -n 1 "$OUT_DIR/kernels.log"
+            fi ;;
         *) tail -n 1 "$OUT_DIR/$name.log" ;;
     esac
 }
@@ -212,13 +228,13 @@ OUT_DIR=$(cd "$OUT_DIR" && pwd)
 export OUT_DIR PYTHON
 export CUPY_CACHE_DIR=${CUPY_CACHE_DIR:-$ROOT/.cupy_cache}
 TRAIN_MINUTES=${GPU_CHECK_TRAIN_MINUTES:-2}
-PHASES=${GPU_CHECK_PHASES:-install machine suite bench_fp32 bench_fp16 train}
+PHASES=${GPU_CHECK_PHASES:-install machine suite bench_fp32 bench_fp16 kernels train}
 
-declare -A DEFAULT_TIMEOUT=([install]=300 [machine]=60 [suite]=300 [bench_fp32]=180 [bench_fp16]=120
+declare -A DEFAULT_TIMEOUT=([install]=300 [machine]=60 [suite]=300 [bench_fp32]=180 [bench_fp16]=120 [kernels]=60
                             [train]=$(( ${TRAIN_MINUTES%.*} * 60 + 150 )))
 for name in $PHASES; do
     if [ -z "${DEFAULT_TIMEOUT[$name]+set}" ]; then
-        echo "unknown phase '$name' in GPU_CHECK_PHASES: use some of install machine suite bench_fp32 bench_fp16 train" >&2
+        echo "unknown phase '$name' in GPU_CHECK_PHASES: use some of install machine suite bench_fp32 bench_fp16 kernels train" >&2
         exit 2
     fi
 done

@@ -491,8 +491,9 @@ def twin_optimizer(config: cfg.Config, twin: Any) -> tuple[Any, Any]:
 
 
 def twin_train_step(twin: Any, optimizer: Any, scheduler: Any, batch: Batch, label_smoothing: float,
-                    scaler: Any = None) -> float:
-    """The twin's ``train_step``: forward, summed loss / target tokens, backward, Adam, schedule. With a
+                    scaler: Any = None) -> Any:
+    """The twin's ``train_step``: forward, summed loss / target tokens, backward, Adam, schedule; returns the
+    summed loss as a 0-d tensor, not read (as ours: a read from a GPU waits for its queue). With a
     ``torch.amp.GradScaler``: forward and loss under ``torch.autocast`` (float16), the scaled loss's backward,
     and the scaler's step (skipped on non-finite gradients) and update."""
     twin.train()
@@ -501,17 +502,15 @@ def twin_train_step(twin: Any, optimizer: Any, scheduler: Any, batch: Batch, lab
     if scaler is None:
         loss_sum = twin.loss(twin(src, tgt_in), tgt_out, label_smoothing)
         (loss_sum / batch.n_tgt_tokens).backward()
-        total = float(loss_sum.item())
         optimizer.step()
     else:
         with torch.autocast(device_type=src.device.type, dtype=torch.float16):
             loss_sum = twin.loss(twin(src, tgt_in), tgt_out, label_smoothing)
         scaler.scale(loss_sum / batch.n_tgt_tokens).backward()
-        total = float(loss_sum.item())
         scaler.step(optimizer)
         scaler.update()
     scheduler.step()
-    return total
+    return loss_sum.detach()
 
 
 def amp_module() -> Any:
@@ -548,7 +547,7 @@ def our_step_fn(config: cfg.Config, model: Any, workers: int = 1, precision: str
 
         pool = GradientWorkers(model, workers, config.train.label_smoothing, device)
 
-    def step(batch: Batch) -> float:
+    def step(batch: Batch) -> ta.Tensor:  # the summed loss, on the model's device and not read
         if scaler is None:
             return train_step(model, optimizer, scheduler, [batch], config, device, pool)[0]
         return train_step(model, optimizer, scheduler, [batch], config, device, pool, scaler=scaler)[0]
@@ -604,12 +603,13 @@ class Runner:
         self.chunks = decode_chunks(sources, args)
 
     def train(self, i: int) -> dict[str, Any]:
-        """Training step on batch ``i`` (cycling): seconds, summed loss, target tokens."""
+        """Training step on batch ``i`` (cycling): seconds, summed loss (read after the clock stops), target tokens."""
         batch = self.batches[i % len(self.batches)]
         start = time.perf_counter()
         loss = self.step(batch)
         synchronize(self.name, self.args.device)
-        return {"seconds": time.perf_counter() - start, "loss": loss, "tokens": batch.n_tgt_tokens}
+        seconds = time.perf_counter() - start
+        return {"seconds": seconds, "loss": float(loss.item()), "tokens": batch.n_tgt_tokens}
 
     def decode(self, beam: int, use_cache: bool, chunk: int) -> dict[str, Any]:
         """Translate one decoding batch of the sources: seconds and the outputs."""

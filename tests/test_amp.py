@@ -37,6 +37,79 @@ def test_autocast_casts_matmuls_to_float16_and_softmax_norm_loss_to_float32():
     assert F.linear(x, w, b).dtype == ta.float32  # off again outside
 
 
+def test_autocast_attention_keeps_its_softmax_in_float32():
+    """The scores' softmax runs in float32 (P is float32) while the products run in float16; the output and
+    the gradients are close to float32 attention, and reach float32 leaves in float32."""
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in ((2, 5, 8), (2, 6, 8), (2, 6, 8))]
+    mask = ta.tensor(rng.random((5, 6)) > 0.3)
+    results = {}
+    for mixed in (False, True):
+        q, k, v = (ta.tensor(a, requires_grad=True) for a in arrays)
+        with ta.amp.autocast("cpu", enabled=mixed):
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            weights = F.attention_weights(q, k, attn_mask=mask)
+        assert weights.dtype == ta.float32
+        assert out.dtype == (ta.float16 if mixed else ta.float32)
+        out.float().sum().backward()
+        assert all(t.grad.dtype == ta.float32 for t in (q, k, v))
+        results[mixed] = [out.float().numpy(), weights.numpy()] + [t.grad.numpy() for t in (q, k, v)]
+    for a32, a16 in zip(results[False], results[True]):
+        np.testing.assert_allclose(a16, a32, rtol=2e-2, atol=2e-2)
+
+
+def test_autocast_attention_survives_scores_whose_unscaled_product_overflows_float16():
+    """q . k = 64 * 40^2 = 102400 overflows float16 (max 65504); the scaled score, 12800, does not: the scale is
+    applied before the float16 product, so every query attends evenly instead of giving nan (inf - inf)."""
+    q = ta.full((1, 3, 64), 40.0, requires_grad=True)
+    k = ta.full((1, 4, 64), 40.0, requires_grad=True)
+    v = ta.tensor(np.arange(16, dtype=np.float32).reshape(1, 4, 4), requires_grad=True)
+    with ta.amp.autocast("cpu"):
+        out = F.scaled_dot_product_attention(q, k, v)
+    np.testing.assert_allclose(out.float().numpy(), np.broadcast_to(np.arange(16).reshape(4, 4).mean(0), (1, 3, 4)))
+    out.float().sum().backward()
+    assert all(np.isfinite(t.grad.numpy()).all() for t in (q, k, v))
+
+
+def test_autocast_layer_norm_statistics_and_the_loss_stay_in_float32():
+    """Values float16 holds whose squares or sums it does not: a layer norm of +-300 (variance 90000 > 65504)
+    and a cross-entropy over 70000 equal logits (sum of exps 70000) are right under autocast."""
+    x = ta.tensor(np.tile(np.array([300.0, -300.0], np.float16), (2, 4)))
+    with ta.amp.autocast("cpu"):
+        y = F.layer_norm(x, (8,))
+    np.testing.assert_allclose(y.numpy(), np.tile([1.0, -1.0], (2, 4)), atol=1e-4)
+    logits = ta.zeros(2, 70000, dtype=ta.float16)
+    with ta.amp.autocast("cpu"):
+        loss = F.cross_entropy(logits, ta.tensor([0, 5]))
+    assert loss.item() == pytest.approx(np.log(70000), rel=1e-6)
+
+
+def test_numpy_float16_matmuls_run_in_float32_blas_and_round_once():
+    """NumPy's own float16 matmul loop is some 60x slower than float32 BLAS; ours multiplies in float32 and
+    rounds once (as a GPU's float16 matmul with float32 accumulation): within a few times float32's time, and
+    the exact product rounded to float16 (a float64 oracle) but for a few near-ties."""
+    import time
+
+    rng = np.random.default_rng(0)
+    a, b = (ta.tensor(rng.standard_normal((256, 256)).astype(np.float16)) for _ in range(2))
+    a32, b32 = a.float(), b.float()
+
+    def best(fn):
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    half, single = best(lambda: a @ b), best(lambda: a32 @ b32)
+    assert half < 10 * single + 2e-3, (half, single)
+    product = (a @ b).numpy()
+    assert product.dtype == np.float16
+    exact = (a.numpy().astype(np.float64) @ b.numpy().astype(np.float64)).astype(np.float16)
+    assert np.mean(product != exact) < 1e-2
+
+
 def test_autocast_nests_and_can_be_switched_off_inside():
     x = _t((2, 2))
     with ta.amp.autocast("cpu"):

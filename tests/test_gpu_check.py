@@ -65,9 +65,11 @@ def test_cpu_smoke_runs_every_phase_and_prints_the_summary(tmp_path: Path) -> No
                           timeout=300, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = _summary_rows(proc.stdout)
-    assert list(rows) == ["install", "machine", "suite", "bench_fp32", "bench_fp16", "train"], proc.stdout[-3000:]
+    assert list(rows) == ["install", "machine", "suite", "bench_fp32", "bench_fp16", "kernels", "train"], \
+        proc.stdout[-3000:]
     status = {name: s for name, (s, _) in rows.items()}
     assert status["install"] == "skipped" and "CUDA-only" in rows["install"][1]
+    assert status["kernels"] == "skipped" and "CUDA-only" in rows["kernels"][1]
     assert all(status[n] == "ok" for n in ("machine", "suite", "bench_fp32", "train")), rows
     assert re.search(r"\d+ passed", rows["suite"][1]), rows["suite"]
     assert re.search(r"step ours [\d.]+ ms", rows["bench_fp32"][1]), rows["bench_fp32"]
@@ -91,14 +93,15 @@ def test_cpu_smoke_runs_every_phase_and_prints_the_summary(tmp_path: Path) -> No
 
 @needs_bash
 def test_a_failed_phase_does_not_stop_the_next(tmp_path: Path) -> None:
-    env = _env(GPU_CHECK_PHASES="suite machine", GPU_CHECK_SMOKE_TESTS="tests/no_such_test_file.py")
+    # the phase after the failed one: install, which --cpu-smoke skips at once (machine would import torch: ~10 s)
+    env = _env(GPU_CHECK_PHASES="suite install", GPU_CHECK_SMOKE_TESTS="tests/no_such_test_file.py")
     proc = subprocess.run(["bash", str(SCRIPT), "--cpu-smoke", str(tmp_path / "out")], capture_output=True,
                           text=True, timeout=120, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = _summary_rows(proc.stdout)
-    assert list(rows) == ["suite", "machine"]
-    assert rows["suite"][0].startswith("FAILED (exit ") and rows["machine"][0] == "ok"
-    assert "numpy" in (tmp_path / "out" / "machine.log").read_text()  # the machine phase did run
+    assert list(rows) == ["suite", "install"]
+    assert rows["suite"][0].startswith("FAILED (exit ") and rows["install"][0] == "skipped"
+    assert "--cpu-smoke installs nothing" in (tmp_path / "out" / "install.log").read_text()  # install did run
 
 
 @needs_bash
@@ -118,15 +121,29 @@ def test_bad_invocations_are_refused(tmp_path: Path, argv: list[str], phases: st
 # ---- benchmarks/translator.py: --device and --precision ------------------------------------------------------
 
 
-def _run_bench(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    """The benchmark where ``import cupy`` fails (a stand-in package shadows any real CuPy), with a data folder
-    that does not exist: a check that comes after loading the data would fail on the data instead."""
+def _no_cupy_env(tmp_path: Path) -> dict[str, str]:
+    """An environment where ``import cupy`` fails (a stand-in package shadows any real CuPy)."""
     fake = tmp_path / "no_cupy" / "cupy"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text('raise ImportError("CuPy is not installed (test stand-in)")\n')
-    env = _env(PYTHONPATH=os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")]))
+    return _env(PYTHONPATH=os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")]))
+
+
+def _run_bench(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The benchmark without CuPy, with a data folder that does not exist: a check that comes after loading the
+    data would fail on the data instead."""
     return subprocess.run([sys.executable, str(BENCH), "--quick", "--data-dir", str(tmp_path / "missing"), *argv],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=_no_cupy_env(tmp_path))
+
+
+def test_the_kernel_benchmark_without_cuda_is_a_clear_error(tmp_path: Path) -> None:
+    script = ROOT / "benchmarks" / "cuda_kernels.py"
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env=_no_cupy_env(tmp_path))
+    assert proc.returncode == 1 and "needs CuPy and a GPU" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, str(script), "--repeats", "0"], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and "--repeats must be at least 1" in proc.stderr
 
 
 def test_bench_device_cuda_without_cupy_is_a_clear_error(tmp_path: Path) -> None:

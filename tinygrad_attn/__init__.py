@@ -12,7 +12,7 @@ The code is meant to be read: start with ``autograd.py`` (the graph and the back
 
 import builtins as _builtins
 
-from . import amp, dtypes, functional, nn, optim, random, viz
+from . import amp, distributed, dtypes, functional, nn, optim, random, viz
 from .autograd import Function, backward, enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backend import Device, device, is_available
 from .creation import (

@@ -26,6 +26,10 @@ Masks follow PyTorch's ``scaled_dot_product_attention``: a boolean ``attn_mask``
 output and in every gradient.
 
 ``attention_weights`` returns P itself (differentiable), for ``need_weights=True`` and for plots.
+
+Float16 q, k, v (under ``ta.amp.autocast``) keep the softmax in float32, as autocast does for every softmax:
+the products run in float16, S and P are float32 (P is cast to float16 only to multiply V), and so is the
+softmax backward dS. P itself (``attention_weights``) is float32 then.
 """
 
 from __future__ import annotations
@@ -33,11 +37,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from . import cuda_kernels
 from .amp import autocast_mode as _autocast
 from .autograd import Function
 from .backend import array_module as _xp
 from .ops.elementwise import cast
-from .ops.linalg import matmul
+from .ops.linalg import array_matmul, matmul
 from .ops.reduce import sum_to
 from .ops.shapes import broadcast_shape
 from .random import dropout_mask
@@ -46,10 +51,16 @@ from .tensor import Tensor
 
 
 def _probabilities(q: Any, k: Any, mask: Any, is_causal: bool, scale: float) -> Any:
-    """P = softmax(q k^T * scale + mask) on raw arrays, computed in place in one (..., L, S) buffer."""
+    """P = softmax(q k^T * scale + mask) on raw arrays, computed in place in one (..., L, S) buffer.
+
+    For float16 q and k (autocast) the product runs in float16 on (q * scale) -- scaled first, so that scores
+    which fit float16 do not overflow it on the way -- and the softmax in float32: P is float32."""
     xp = _xp(q)
-    s = xp.matmul(q, xp.swapaxes(k, -1, -2))
-    s *= scale
+    if q.dtype.itemsize < 4:
+        s = array_matmul(q * q.dtype.type(scale), xp.swapaxes(k, -1, -2)).astype(xp.float32)
+    else:
+        s = array_matmul(q, xp.swapaxes(k, -1, -2))
+        s *= scale
     if mask is not None:
         if mask.dtype == bool:
             xp.copyto(s, -math.inf, where=~mask)
@@ -59,6 +70,8 @@ def _probabilities(q: Any, k: Any, mask: Any, is_causal: bool, scale: float) -> 
         xp.copyto(s, -math.inf, where=~_causal(xp, *s.shape[-2:]))
     if s.shape[-1] == 0:  # no keys: nothing to attend to, the output is zeros (as PyTorch's)
         return s
+    if cuda_kernels.fused(s):  # the same softmax, one GPU kernel
+        return cuda_kernels.masked_softmax_(s)
     m = s.max(axis=-1, keepdims=True)
     xp.copyto(m, 0, where=~xp.isfinite(m))  # a row that may attend nowhere stays at -inf, not nan...
     s -= m
@@ -80,11 +93,17 @@ def _score_grads(fn: _AttentionFunction, dP: Tensor, P: Tensor, q: Tensor, k: Te
     (``SoftmaxBackward``), then the two products of S = q k^T * scale."""
     need_q, need_k = fn.needs_input_grad[0], fn.needs_input_grad[1]
     need_mask = mask is not None and mask.dtype.kind == "f" and fn.needs_input_grad[fn.mask_index]
-    dS = SoftmaxBackward.apply(dP, P, dim=P.ndim - 1)
-    dq = sum_to(matmul(dS, k) * fn.scale, q.shape) if need_q else None
-    dk = sum_to(matmul(dS.mT, q) * fn.scale, k.shape) if need_k else None
-    dmask = sum_to(dS, mask.shape) if need_mask and mask is not None else None
+    dS = SoftmaxBackward.apply(_as_dtype(dP, P.dtype), P, dim=P.ndim - 1)  # float32 for float16 q, k
+    dS_low = _as_dtype(dS, q.dtype)
+    dq = sum_to(matmul(dS_low, k) * fn.scale, q.shape) if need_q else None
+    dk = sum_to(matmul(dS_low.mT, q) * fn.scale, k.shape) if need_k else None
+    dmask = sum_to(_as_dtype(dS, mask.dtype), mask.shape) if need_mask and mask is not None else None
     return dq, dk, dmask
+
+
+def _as_dtype(x: Tensor, dtype: Any) -> Tensor:
+    """x in ``dtype`` (a differentiable cast only where the dtypes differ)."""
+    return x if x.dtype == dtype else x.to(dtype)
 
 
 class _AttentionFunction(Function):
@@ -130,13 +149,14 @@ class ScaledDotProductAttention(_AttentionFunction):
         self.setup(bool(mask), is_causal, scale, dropout_p, mask_index=3)
         P = _probabilities(q, k, mask[0] if mask else None, is_causal, scale)
         weights, drop_mask = self.dropped(P)
-        out = _xp(q).matmul(weights, v)
+        out = array_matmul(weights.astype(v.dtype, copy=False), v)
         self.save_for_backward(q, k, v, *mask, P, *drop_mask)
         return out
 
     def backward(self, g: Tensor) -> tuple[Tensor | None, ...]:
         (q, k, v), mask, P, drop_mask = self.unpack(3)
-        dv = sum_to(matmul(self.through_dropout(P, drop_mask).mT, g), v.shape) if self.needs_input_grad[2] else None
+        dv = sum_to(matmul(_as_dtype(self.through_dropout(P, drop_mask), g.dtype).mT, g), v.shape) \
+            if self.needs_input_grad[2] else None
         dq = dk = dmask = None
         if self.needs_score_grads():
             dP = self.through_dropout(matmul(g, v.mT), drop_mask)
@@ -222,8 +242,8 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     mask, scale = _check(query, key, value, attn_mask, dropout_p, is_causal, scale)
     options = dict(is_causal=bool(is_causal), scale=scale, dropout_p=float(dropout_p))
     if need_weights:
-        weights = AttentionWeights.apply(query, key, *mask, **options)
-        return matmul(weights, value), weights
+        weights = AttentionWeights.apply(query, key, *mask, **options)  # float32 for float16 query and key
+        return matmul(_as_dtype(weights, value.dtype), value), weights
     return ScaledDotProductAttention.apply(query, key, value, *mask, **options)
 
 

@@ -17,13 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from . import cuda_kernels
 from .amp import autocast_mode as _autocast
 from .attention import attention_weights, scaled_dot_product_attention
 from .autograd import Function
 from .backend import array_module as _xp
 from .losses import cross_entropy, mse_loss, nll_loss
 from .ops.elementwise import gelu, relu, sigmoid, tanh, where
-from .ops.linalg import matmul
+from .ops.linalg import array_matmul, matmul
 from .ops.movement import reshape, transpose
 from .ops.reduce import sum_to
 from .random import dropout_mask
@@ -50,7 +51,7 @@ class Linear(Function):
 
     def forward(self, x: Any, weight: Any, *bias: Any) -> Any:
         self.save_for_backward(x, weight)
-        y = x @ weight.T
+        y = array_matmul(x, weight.T)
         if bias:
             y += bias[0]
         return y
@@ -131,6 +132,15 @@ class LayerNorm(Function):
 
     def forward(self, x: Any, *affine: Any, dims: tuple[int, ...], eps: float, has_weight: bool,
                 has_bias: bool) -> Any:
+        self.dims, self.eps, self.has_weight, self.has_bias = dims, eps, has_weight, has_bias
+        weight, bias = affine[0] if has_weight else None, affine[-1] if has_bias else None
+        if cuda_kernels.fused(x, weight, bias):  # the same formula, one GPU kernel
+            n_features = math.prod(x.shape[x.ndim - len(dims):])
+            y, mean, rstd = cuda_kernels.layer_norm_forward(x, weight, bias, n_features, eps)
+            keepdims = x.shape[:x.ndim - len(dims)] + (1,) * len(dims)
+            mean, rstd = mean.reshape(keepdims), rstd.reshape(keepdims)
+            self.save_for_backward(x, mean, rstd, *(affine[:1] if has_weight else ()))
+            return y
         xp = _xp(x)
         mean = x.mean(axis=dims, keepdims=True)
         y = x - mean
@@ -142,7 +152,6 @@ class LayerNorm(Function):
             y *= affine[0]
         if has_bias:
             y += affine[-1]
-        self.dims, self.eps, self.has_weight, self.has_bias = dims, eps, has_weight, has_bias
         self.save_for_backward(x, mean, rstd, *(affine[:1] if has_weight else ()))
         return y
 
@@ -190,9 +199,14 @@ class LayerNormInputGrad(Function):
 
     def forward(self, g: Any, x: Any, *weight: Any, mean: Any, rstd: Any, dims: tuple[int, ...], eps: float,
                 x_hat: Any = None) -> Any:
+        n_features = math.prod(x.shape[x.ndim - len(dims):])
+        self.dims, self.eps, self.n_features = dims, eps, n_features
+        if cuda_kernels.fused(g, x, *weight, mean, rstd):  # the same formula, one GPU kernel
+            dx = cuda_kernels.layer_norm_input_grad(g, x, weight[0] if weight else None, mean, rstd, n_features)
+            self.save_for_backward(g, x, *weight, dx, mean, rstd)
+            return dx
         xp = _xp(x)
         xh = _normalized(x, mean, rstd) if x_hat is None else x_hat
-        n_features = math.prod(x.shape[x.ndim - len(dims):])
         gw = g * weight[0] if weight else g.copy()  # becomes dx, in place
         # Rows (the leading dims) by the normalised features (the trailing ones), as 2-D views.
         gw2, xh2 = gw.reshape(-1, n_features), xh.reshape(-1, n_features)
@@ -203,7 +217,6 @@ class LayerNormInputGrad(Function):
         xh2 *= mean_gw_xh
         gw2 -= xh2
         gw *= rstd
-        self.dims, self.eps, self.n_features = dims, eps, n_features
         self.save_for_backward(g, x, *weight, gw, mean, rstd)
         return gw
 

@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -37,6 +38,7 @@ from models.translator.config import ConfigError
 from models.translator.data import SPLITS, DataError, load_pairs
 from models.translator.evaluate import format_scores, score
 from models.translator.machine import resolve_device
+from models.translator.ranks import fail_job
 from models.translator.run_dir import RunDirError
 from models.translator.search import attention_maps, translate
 from models.translator.train import train
@@ -76,6 +78,8 @@ def _train_config(args: argparse.Namespace) -> tuple[cfg.Config, Path]:
 def cmd_train(args: argparse.Namespace) -> int:
     config, run_dir = _train_config(args)
     results = train(config, run_dir, resume=args.resume, overwrite=args.overwrite)
+    if ta.distributed.is_initialized() and ta.distributed.get_rank() != 0:
+        return 0  # under MPI, rank 0 reports
     if results:
         print(_results_table(results))
     print(f"run directory: {run_dir}")
@@ -332,11 +336,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, ckpt.CheckpointError, DataError, RunDirError, InputError, FileNotFoundError) as e:
+        fail_job(f"{PROG} {args.command}: error: {e}", 2)  # under MPI: says it, ends every rank, does not return
         print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        if not ta.distributed.is_initialized():
+            raise
+        traceback.print_exc()  # under MPI: then end every rank, which would otherwise wait for this one
+        fail_job(f"{PROG} {args.command}: failed (traceback above)", 1)
+        return 1
 
 
 if __name__ == "__main__":

@@ -71,6 +71,7 @@ T = TypeVar("T")  # any config dataclass: the readers below fill the language mo
 CONFIG_NAME = "config.yaml"  # the resolved config inside a run directory
 SCHEDULES = ("noam", "cosine")
 PRECISIONS = ("fp32", "fp16")
+DISTRIBUTED = ("auto", "mpi", "none")  # train.distributed (models/translator/ranks.py)
 
 
 class ConfigError(ValueError):
@@ -116,6 +117,7 @@ class TrainConfig:
     accum_steps: int = 1  # batches whose gradients are summed before one optimiser step
     clip_norm: float | None = None  # clip the global gradient norm to this (None: no clipping)
     workers: int = 1  # CPU processes sharing each batch in fp32 (data parallel, parallel.py); GPU or fp16: one
+    distributed: str = "auto"  # "auto": MPI ranks when started by mpirun/srun (ranks.py), "mpi": always, "none": never
     precision: str = "fp32"  # "fp16": mixed precision (ta.amp autocast + GradScaler, float32 master weights)
     tf32: bool = False  # float32 matmuls on TF32 tensor cores (NVIDIA Ampere+; no effect on the CPU)
     # Stopping: training ends at whichever comes first; at least one must be set.
@@ -396,6 +398,7 @@ def validate(config: Config) -> Config:
     need(t.accum_steps >= 1, "train.accum_steps", t.accum_steps, "must be at least 1")
     need(t.clip_norm is None or t.clip_norm > 0, "train.clip_norm", t.clip_norm, "must be positive or null")
     need(t.workers >= 1, "train.workers", t.workers, "must be at least 1")
+    need(t.distributed in DISTRIBUTED, "train.distributed", t.distributed, f"use one of {', '.join(DISTRIBUTED)}")
     need(t.precision in PRECISIONS, "train.precision", t.precision, f"use one of {', '.join(PRECISIONS)}")
     for name in ("max_steps", "max_epochs", "max_minutes"):
         v = getattr(t, name)

@@ -19,6 +19,7 @@ from sacrebleu.metrics import BLEU, CHRF
 
 from models.transformer import Transformer
 from models.translator.config import Config
+from models.translator.ranks import SINGLE_PROCESS, Ranks
 from models.translator.search import translate
 from models.translator.vocab import Vocab
 
@@ -72,13 +73,15 @@ def format_scores(scores: dict[str, object]) -> str:
 
 
 def score(model: Transformer, vocab: Vocab, pairs: Sequence[tuple[str, str]], config: Config,
-          beam_size: int = 1) -> dict[str, Any]:
-    """sacreBLEU and chrF of the model's translations of ``pairs`` against their raw references.
+          beam_size: int = 1, ranks: Ranks = SINGLE_PROCESS) -> dict[str, Any]:
+    """sacreBLEU and chrF of the model's translations of ``pairs`` against their raw references; several
+    ``ranks`` (an MPI job) each translate every ``ranks.size``-th sentence and all get every score.
 
     Adds ``beam_size``, ``seconds`` and ``sentences_per_s`` (decoding speed) and the first few ``examples``.
     """
     start = time.perf_counter()
-    hyps = translate(model, vocab, [s for s, _ in pairs], config, beam_size=beam_size)
+    hyps = ranks.map(lambda sources: translate(model, vocab, sources, config, beam_size=beam_size),
+                     [s for s, _ in pairs])
     seconds = time.perf_counter() - start
     scores: dict[str, Any] = corpus_scores(hyps, [t for _, t in pairs])
     scores.update(beam_size=beam_size, seconds=round(seconds, 3), sentences_per_s=round(len(pairs) / seconds, 2),

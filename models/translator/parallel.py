@@ -228,7 +228,7 @@ class GradientWorkers:
             pipe.send((share, n_tokens, int(generator.integers(2**63))))
         with _one_blas_thread():
             total = accumulate_gradients(self.model, [p[0] for p in parts], n_tokens, self.label_smoothing,
-                                         self.device)
+                                         self.device).item()
         for index, (pipe, grads) in enumerate(zip(self.pipes, self.grads)):
             loss, rss = _receive(pipe, f"gradient worker {index + 1}")  # this process is worker 0
             total += loss
@@ -258,7 +258,7 @@ class GradientWorkers:
                 self.model.train()
                 for p in self.params:
                     p.grad = None
-                loss = accumulate_gradients(self.model, share, n_tokens, self.label_smoothing, self.device)
+                loss = accumulate_gradients(self.model, share, n_tokens, self.label_smoothing, self.device).item()
                 for p, g in zip(self.params, grads):
                     if p.grad is None:
                         g.fill(0)

@@ -35,8 +35,9 @@ from tinygrad_attn.optim.lr_scheduler import LinearWarmupCosineDecay, LRSchedule
 
 
 class SharedGradients(Protocol):
-    """Helpers that compute a step's gradient together (``parallel.GradientWorkers``): ``gradients`` leaves
-    it in the parameters' ``.grad`` and returns the summed loss, as ``accumulate_gradients`` does."""
+    """Processes that compute a step's gradient together (``parallel.GradientWorkers``: forked CPU processes;
+    ``ranks.MPIGradients``: MPI ranks): ``gradients`` leaves it in the parameters' ``.grad`` of this process
+    and returns the summed loss (read already: a float)."""
 
     def gradients(self, batches: Sequence[Batch], n_tokens: int) -> float: ...
 
@@ -79,14 +80,15 @@ def _tensor(array: np.ndarray, device: ta.Device) -> ta.Tensor:
 
 
 def accumulate_gradients(model: Transformer, batches: Sequence[Batch], n_tokens: int, label_smoothing: float,
-                         device: ta.Device, scaler: ta.amp.GradScaler | None = None) -> float:
+                         device: ta.Device, scaler: ta.amp.GradScaler | None = None) -> ta.Tensor:
     """Forward and backward of each batch, its summed loss divided by ``n_tokens`` (the target tokens of the
     whole step, however it is split into batches or between processes), so that the ``.grad`` sums are
-    exactly the gradient of the step's mean loss. Returns the summed (undivided) loss.
+    exactly the gradient of the step's mean loss. Returns the summed (undivided) loss as a 0-d tensor on
+    ``device``, added up there: reading it (``.item()``) is the caller's choice, a wait for the GPU's queue.
 
     With an enabled ``scaler`` the forward runs under autocast and the gradients are those of the loss
     times the scaler's scale (``GradScaler.unscale_`` or ``step`` divides them back)."""
-    total = 0.0
+    total = ta.zeros((), device=device)
     mixed = scaler is not None and scaler.is_enabled()
     for b in batches:
         with ta.amp.autocast("cpu" if device.type == "cpu" else "cuda") if mixed else contextlib.nullcontext():
@@ -94,14 +96,15 @@ def accumulate_gradients(model: Transformer, batches: Sequence[Batch], n_tokens:
             loss_sum, _ = model.loss(logits, _tensor(b.tgt_out, device), label_smoothing=label_smoothing)
         loss = loss_sum / n_tokens
         (scaler.scale(loss) if scaler is not None and mixed else loss).backward()
-        total += float(loss_sum.item())
+        total = total + loss_sum.detach()
     return total
 
 
 def train_step(model: Transformer, optimizer: Adam, scheduler: LRScheduler, batches: Sequence[Batch],
                config: Config, device: ta.Device, workers: SharedGradients | None = None,
-               scaler: ta.amp.GradScaler | None = None) -> tuple[float, int]:
-    """One optimiser step on ``batches`` (gradients accumulated); returns (summed loss, target tokens).
+               scaler: ta.amp.GradScaler | None = None) -> tuple[ta.Tensor, int]:
+    """One optimiser step on ``batches`` (gradients accumulated); returns (summed loss, target tokens), the loss
+    a 0-d tensor on ``device``, not read: a fp32 step reads nothing from a GPU (fp16: the scaler's inf check).
 
     With ``workers`` (a ``parallel.GradientWorkers``) the batches are shared with helper processes. With an
     enabled ``scaler`` (``make_scaler`` for ``train.precision = "fp16"``) the step is mixed precision.
@@ -117,7 +120,7 @@ def train_step(model: Transformer, optimizer: Adam, scheduler: LRScheduler, batc
         with np.errstate(over="ignore", invalid="ignore") if mixed else contextlib.nullcontext():
             total = accumulate_gradients(model, batches, n_tokens, config.train.label_smoothing, device, scaler)
     else:
-        total = workers.gradients(batches, n_tokens)
+        total = ta.tensor(workers.gradients(batches, n_tokens), dtype=ta.float32)
     if mixed:
         assert scaler is not None
         scaler.unscale_(optimizer)  # clip (and step) on the true gradients

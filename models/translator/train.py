@@ -7,7 +7,8 @@ One call, ``train(config, run_dir)``, does a whole run::
     model    build the preset, Adam(0.9, 0.98, 1e-9), Noam or cosine schedule (step.py; the cosine can end
              with the time budget: ``_Run.training_seconds`` is its clock)
     loop     token-count batches (batching.py), ``accum_steps`` of them per optimiser step (step.train_step),
-             shared with helper processes when ``train.workers > 1`` (parallel.py)
+             shared with helper processes when ``train.workers > 1`` (parallel.py), or with the other
+             ranks of an MPI job (``mpirun -n N``; ranks.py: rank 0 alone writes the files below)
     every N  a log line (train.log, metrics.jsonl), validation loss and greedy BLEU, a checkpoint
     end      last evaluation and checkpoint, curves.png, and the final scores: greedy and beam
              sacreBLEU on val and test_2016_flickr (evaluate.score), with their signatures -> results.json
@@ -51,6 +52,7 @@ from models.translator.data import load_pairs
 from models.translator.evaluate import format_scores, score
 from models.translator.machine import peak_rss_mb, resolve_device
 from models.translator.parallel import GradientWorkers, usable_workers
+<<<<<<< HEAD
 from models.translator.run_dir import (
     CURVES_NAME,
     METRICS_NAME,
@@ -63,6 +65,11 @@ from models.translator.run_dir import (
     write_json,
 )
 from models.translator.step import build, make_optimizer, make_scaler, train_step
+=======
+from models.translator.ranks import SINGLE_PROCESS, MPIGradients, Ranks, join_ranks
+from models.translator.run_dir import CURVES_NAME, LOG_NAME, METRICS_NAME, RESULTS_NAME, VOCAB_NAME, prepare_run_dir
+from models.translator.step import SharedGradients, build, make_optimizer, make_scaler, train_step
+>>>>>>> mpi
 from models.translator.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -93,20 +100,22 @@ def encode_pairs(vocab: Vocab, pairs: Sequence[tuple[str, str]]) -> list[tuple[l
     return list(zip(srcs, tgts))
 
 
-def validation_loss(model: Transformer, batcher: TokenBatcher, config: Config,
-                    device: ta.Device) -> tuple[float, float]:
-    """Per-token validation loss: (label-smoothed, as in training; plain cross-entropy, for perplexity)."""
+def validation_loss(model: Transformer, batcher: TokenBatcher, config: Config, device: ta.Device,
+                    ranks: Ranks = SINGLE_PROCESS) -> tuple[float, float]:
+    """Per-token validation loss: (label-smoothed, as in training; plain cross-entropy, for perplexity). With
+    several ``ranks``, each computes every ``ranks.size``-th batch and the sums are added up."""
     model.eval()
     smoothed = plain = 0.0
     n = 0
     with ta.no_grad():
-        for b in batcher.epoch(0):
+        for b in list(batcher.epoch(0))[ranks.rank::ranks.size]:
             logits = model(ta.tensor(b.src, device=device), ta.tensor(b.tgt_in, device=device))
             tgt_out = ta.tensor(b.tgt_out, device=device)
             smoothed += float(model.loss(logits, tgt_out, label_smoothing=config.train.label_smoothing)[0].item())
             plain += float(model.loss(logits, tgt_out, label_smoothing=0.0)[0].item())
             n += b.n_tgt_tokens
-    return smoothed / max(n, 1), plain / max(n, 1)
+    smoothed, plain, total = ranks.sum([smoothed, plain, n])
+    return smoothed / max(total, 1), plain / max(total, 1)
 
 
 def _check_resumable(config: Config, saved: dict[str, Any]) -> None:
@@ -166,13 +175,19 @@ def train(config: Config, run_dir: str | os.PathLike[str], *, resume: bool = Fal
     run_dir = Path(run_dir)
     config = cfg.resolve(config)
     device = resolve_device(config.device)
+<<<<<<< HEAD
     resume_from = prepare_run_dir(run_dir, resume, overwrite)
     handlers = attach_log_handlers(run_dir, console, run_log)
+=======
+    ranks = join_ranks(config)
+    resume_from = ranks.on_rank0(lambda: prepare_run_dir(run_dir, resume, overwrite))
+    handlers = _attach_log_handlers(run_dir, console) if ranks.writes else []
+>>>>>>> mpi
     level, propagate = run_log.level, run_log.propagate
     run_log.setLevel(logging.INFO)
     run_log.propagate = False  # the run's own handlers write its records, not the root logger's as well
     try:
-        return _Run(config, run_dir, device, resume_from, console).run()
+        return _Run(config, run_dir, device, resume_from, console and ranks.writes, ranks).run()
     finally:
         run_log.setLevel(level)
         run_log.propagate = propagate
@@ -184,8 +199,9 @@ def train(config: Config, run_dir: str | os.PathLike[str], *, resume: bool = Fal
 class _Run:
     """The state of one training run; ``run()`` is the loop."""
 
-    def __init__(self, config: Config, run_dir: Path, device: ta.Device, resume_from: Path | None, console: bool):
-        self.config, self.run_dir, self.device, self.console = config, run_dir, device, console
+    def __init__(self, config: Config, run_dir: Path, device: ta.Device, resume_from: Path | None, console: bool,
+                 ranks: Ranks = SINGLE_PROCESS):
+        self.config, self.run_dir, self.device, self.console, self.ranks = config, run_dir, device, console, ranks
         t = config.train
         self.metrics_path = run_dir / METRICS_NAME
         saved = ckpt.load_checkpoint(resume_from) if resume_from is not None else None
@@ -197,17 +213,23 @@ class _Run:
         if saved is not None:
             _check_resumable(config, saved.config)
             self.vocab = Vocab.from_bytes(saved.vocab_bytes)
-            self.vocab.save(run_dir / VOCAB_NAME)
+            if ranks.writes:
+                self.vocab.save(run_dir / VOCAB_NAME)
         else:
             start = time.perf_counter()
             sentences = [s for s, _ in train_pairs] + [t for _, t in train_pairs]
-            try:
-                self.vocab = Vocab.train(sentences, run_dir, vocab_size=config.data.vocab_size)
-            except ValueError as e:
-                raise ConfigError(f"data.vocab_size = {config.data.vocab_size}: {e}") from None
+
+            def train_vocab() -> bytes:  # on rank 0, which writes it to the run directory; the others get it
+                try:
+                    return Vocab.train(sentences, run_dir, vocab_size=config.data.vocab_size).to_bytes()
+                except ValueError as e:
+                    raise ConfigError(f"data.vocab_size = {config.data.vocab_size}: {e}") from None
+
+            self.vocab = Vocab.from_bytes(ranks.on_rank0(train_vocab))
             log.info("vocabulary: %d SentencePiece pieces trained on %d sentences in %.1fs",
                      len(self.vocab), len(sentences), time.perf_counter() - start)
-        cfg.save(config, run_dir)
+        if ranks.writes:
+            cfg.save(config, run_dir)
 
         self.batcher = TokenBatcher(encode_pairs(self.vocab, train_pairs), d.max_tokens, d.max_len, seed=t.seed)
         # Periodic evaluation (loss and BLEU) uses the first eval_subset validation pairs, the final one all.
@@ -231,7 +253,7 @@ class _Run:
             log.info("tf32: float32 matmuls may use TF32%s", "" if device.type == "cuda" else " (no effect on the CPU)")
         if t.precision == "fp16":
             log.info("mixed precision: fp16 autocast, loss scale %g%s", self.scaler.get_scale(),
-                     "" if device.type == "cuda" else " (on the CPU float16 matmuls are slow: this run will be too)")
+                     "" if device.type == "cuda" else " (float16 elementwise ops are slow in NumPy: slower than fp32)")
         if saved is not None:
             if saved.optimizer is None or saved.scheduler is None:
                 raise ckpt.CheckpointError(f"cannot resume from {saved.path}: it holds no optimizer or schedule "
@@ -246,7 +268,12 @@ class _Run:
                 ta.random.set_rng_state(saved.rng)
             known = {k: v for k, v in saved.progress.items() if k in Progress.__dataclass_fields__}
             self.progress = Progress(**known)
+<<<<<<< HEAD
             truncate_metrics(self.metrics_path, self.progress.step)
+=======
+            if ranks.writes:
+                _truncate_metrics(self.metrics_path, self.progress.step)
+>>>>>>> mpi
             log.info("resumed from %s at step %d (epoch %d, batch %d)", saved.path.name, self.progress.step,
                      self.progress.epoch + 1, self.progress.batch_in_epoch)
         n_params = sum(p.numel() for p in self.model.parameters())
@@ -259,8 +286,10 @@ class _Run:
 
     # -- helpers --
     def training_seconds(self) -> float:
-        """Training time so far, the step under way included: the clock of a schedule with a time budget."""
-        return self.progress.train_seconds + (time.perf_counter() - self._step_start)
+        """Training time so far, the step under way included: the clock of a schedule with a time budget
+        (rank 0's on every rank of an MPI job, so that all ranks set the same learning rate; every rank
+        reads it at the same points of the step)."""
+        return self.ranks.from_rank0(self.progress.train_seconds + (time.perf_counter() - self._step_start))
 
     def _contents(self) -> dict[str, Any]:
         return dict(model_state=self.model.state_dict(), config=self.config.to_dict(),
@@ -272,44 +301,59 @@ class _Run:
     def _evaluate(self) -> dict[str, Any]:
         p = self.progress
         start = time.perf_counter()
-        val_loss, val_nll = validation_loss(self.model, self.val_batcher, self.config, self.device)
+        val_loss, val_nll = validation_loss(self.model, self.val_batcher, self.config, self.device, self.ranks)
         pairs = self.eval_pairs
-        scores = score(self.model, self.vocab, pairs, self.config, beam_size=1)
+        scores = score(self.model, self.vocab, pairs, self.config, beam_size=1, ranks=self.ranks)
         record = {"kind": "eval", "step": p.step, "epoch": p.epoch, "val_loss": round(val_loss, 5),
                   "val_ppl": round(math.exp(min(val_nll, 50.0)), 3), "bleu": round(scores["bleu"], 3),
                   "chrf": round(scores["chrf"], 3), "n_sentences": len(pairs),
                   "train_seconds": round(p.train_seconds, 2), "eval_seconds": round(time.perf_counter() - start, 2)}
+<<<<<<< HEAD
         append_jsonl(self.metrics_path, record)
+=======
+        self._append_metrics(record)
+>>>>>>> mpi
         improved = scores["bleu"] > p.best_bleu
         if improved:
             p.best_bleu, p.best_step = scores["bleu"], p.step
         log.info("step %d: on %d val sentences: loss %.3f, ppl %.2f, greedy BLEU %.2f%s (%.1fs)", p.step,
                  len(pairs), val_loss, record["val_ppl"], scores["bleu"], " (new best)" if improved else "",
                  record["eval_seconds"])
-        if improved:
+        if improved and self.ranks.writes:
             self.checkpoints.save_best(**self._contents())
         return record
+
+    def _append_metrics(self, record: dict[str, Any]) -> None:
+        if self.ranks.writes:
+            _append_jsonl(self.metrics_path, record)
 
     def peak_rss_mb(self) -> float:
         """Peak resident memory of this process plus that of the gradient workers' (train.workers > 1)."""
         return peak_rss_mb() + self.helper_rss_mb
 
     def _save(self) -> None:
+        if not self.ranks.writes:
+            return
         path = self.checkpoints.save(self.progress.step, **self._contents())
         log.info("saved %s", path.name)
 
     # -- the loop --
     def run(self) -> dict[str, Any]:
         t, p = self.config.train, self.progress
-        workers = None
-        n_workers = training_processes(t.workers, self.device.type, t.precision)
-        if n_workers > 1:  # helper processes share each batch (parallel.py); forked before any other thread starts
-            workers = GradientWorkers(self.model, n_workers, t.label_smoothing, self.device)
+        workers: SharedGradients | None = None
+        helpers: GradientWorkers | None = None
+        if self.ranks.size > 1:  # MPI ranks share each batch (ranks.py)
+            workers = MPIGradients(self.model, self.ranks, t.label_smoothing, self.device)
+            log.info("data parallel: each batch shared by %d MPI ranks%s", self.ranks.size,
+                     f" (train.workers = {t.workers} does not apply)" if t.workers > 1 else "")
+        elif (n_workers := training_processes(t.workers, self.device.type, t.precision)) > 1:
+            # helper processes share each batch (parallel.py); forked before any other thread starts
+            workers = helpers = GradientWorkers(self.model, n_workers, t.label_smoothing, self.device)
             log.info("data parallel: each batch shared by %d processes", n_workers)
         stream = _batch_stream(self.batcher, p)
         bar = tqdm(total=t.max_steps, initial=p.step, unit="step", disable=not (t.progress and self.console),
                    dynamic_ncols=True, file=sys.stderr)
-        window_loss = window_tokens = 0.0
+        window_loss, window_tokens = ta.zeros((), device=self.device), 0.0
         window_seconds = 0.0
         last_eval = last_save = p.step if p.step else -1
         try:
@@ -318,27 +362,35 @@ class _Run:
                 batches = [next(stream) for _ in range(t.accum_steps)]
                 loss_sum, n_tokens = train_step(self.model, self.optimizer, self.scheduler, batches, self.config,
                                                 self.device, workers, self.scaler)
-                seconds = time.perf_counter() - start
+                seconds = self.ranks.from_rank0(time.perf_counter() - start)  # the ranks agree on when to stop
                 p.step += 1
                 p.train_seconds += seconds
                 p.n_tgt_tokens += n_tokens
+                # the losses add up where they are (a 0-d tensor); a read from a GPU waits for its queue, so
+                # they are read every step only on the CPU (where it is free), else at the logging cadence
                 window_loss, window_tokens, window_seconds = (window_loss + loss_sum, window_tokens + n_tokens,
                                                               window_seconds + seconds)
                 lr = self.optimizer.param_groups[0]["lr"]
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / n_tokens:.3f}", lr=f"{lr:.2e}",
-                                tok_s=f"{window_tokens / max(window_seconds, 1e-9):,.0f}", epoch=p.epoch + 1)
-                if not math.isfinite(loss_sum):
-                    raise FloatingPointError(f"step {p.step}: the loss is {loss_sum}; lower train.lr_factor "
-                                             "or set train.clip_norm")
+                if self.device.type == "cpu" or p.step % t.log_every == 0:
+                    step_loss, window_sum = float(loss_sum.item()), float(window_loss.item())
+                    bar.set_postfix(loss=f"{step_loss / n_tokens:.3f}", lr=f"{lr:.2e}",
+                                    tok_s=f"{window_tokens / max(window_seconds, 1e-9):,.0f}", epoch=p.epoch + 1)
+                    if not math.isfinite(window_sum):
+                        raise FloatingPointError(f"step {p.step}: the loss is {window_sum}; lower train.lr_factor "
+                                                 "or set train.clip_norm")
                 if p.step % t.log_every == 0:
-                    record = {"kind": "train", "step": p.step, "epoch": p.epoch, "loss": round(window_loss /
+                    record = {"kind": "train", "step": p.step, "epoch": p.epoch, "loss": round(window_sum /
                               window_tokens, 5), "lr": lr, "tgt_tokens_per_s": round(window_tokens / window_seconds, 1),
                               "train_seconds": round(p.train_seconds, 2)}
+<<<<<<< HEAD
                     append_jsonl(self.metrics_path, record)
+=======
+                    self._append_metrics(record)
+>>>>>>> mpi
                     log.info("step %d epoch %d: loss %.3f, lr %.3g, %.0f target tokens/s, %.1f min", p.step,
                              p.epoch + 1, record["loss"], lr, record["tgt_tokens_per_s"], p.train_seconds / 60)
-                    window_loss = window_tokens = window_seconds = 0.0
+                    window_loss, window_tokens, window_seconds = ta.zeros((), device=self.device), 0.0, 0.0
                 if t.eval_every and p.step % t.eval_every == 0:
                     self._evaluate()
                     last_eval = p.step
@@ -347,9 +399,9 @@ class _Run:
                     last_save = p.step
         finally:
             bar.close()
-            if workers is not None:
-                workers.close()
-                self.helper_rss_mb = sum(workers.helper_rss_mb)
+            if helpers is not None:
+                helpers.close()
+                self.helper_rss_mb = sum(helpers.helper_rss_mb)
         log.info("stopping at step %d: %s (%.1f minutes of training, %s target tokens, peak RSS %.0f MB)", p.step,
                  reason, p.train_seconds / 60, f"{p.n_tgt_tokens:,}", self.peak_rss_mb())
         if last_eval != p.step:
@@ -362,7 +414,7 @@ class _Run:
     def _plot(self) -> None:
         from models.translator.plots import plot_curves, read_metrics  # matplotlib: slow to import, needed here only
 
-        if self.metrics_path.is_file():
+        if self.ranks.writes and self.metrics_path.is_file():
             path = plot_curves(read_metrics(self.metrics_path), self.run_dir / CURVES_NAME,
                                title=f"{self.config.model.preset} {self.config.data.direction}")
             log.info("curves: %s", path)
@@ -381,11 +433,16 @@ class _Run:
             pairs = pairs[: t.final_subset] if t.final_subset else pairs
             results["splits"][split] = {}
             for name, k in (("greedy", 1), (f"beam{beam}", beam)):
-                s = score(self.model, self.vocab, pairs, self.config, beam_size=k)
+                s = score(self.model, self.vocab, pairs, self.config, beam_size=k, ranks=self.ranks)
                 results["splits"][split][name] = s
                 log.info("%s %s (%d sentences, %.1f sentences/s):\n%s", split, name, s["n_sentences"],
                          s["sentences_per_s"], format_scores(s))
         results["peak_rss_mb"] = round(self.peak_rss_mb(), 1)
+<<<<<<< HEAD
         write_json(self.run_dir / RESULTS_NAME, results)
+=======
+        if self.ranks.writes:
+            _write_json(self.run_dir / RESULTS_NAME, results)
+>>>>>>> mpi
         log.info("results: %s", self.run_dir / RESULTS_NAME)
         return results

@@ -1,5 +1,6 @@
 """Data parallelism over processes (train.workers): the split of a batch, gradients equal to one process's,
-helpers that see the optimiser's updates, exact resume, errors that name the worker."""
+helpers that see the optimiser's updates, errors that name the worker (training equal to one process and
+exact resume: test_engines.py, for the MPI engine too)."""
 
 import multiprocessing
 import os
@@ -9,10 +10,8 @@ import numpy as np
 import pytest
 
 import tinygrad_attn as ta
-from models.translator import checkpoints as ckpt
 from models.translator import config as C
 from models.translator import step as S
-from models.translator import train as T
 from models.translator.batching import TokenBatcher
 from models.translator.vocab import PAD_ID
 
@@ -184,23 +183,3 @@ def test_config_checks_decode_workers():
         C.load(overrides=["decode.workers=0"])
     assert C.load(overrides=["decode.workers=2", "device=cuda"]).decode.workers == 2  # a GPU ignores it
 
-
-def test_training_with_two_workers_resumes_exactly(micro_config, tmp_path, monkeypatch):
-    monkeypatch.setattr(P, "usable_workers", lambda wanted, setting="": wanted)  # two processes even on one core
-    n = 3
-    common = ["train.workers=2", "decode.workers=2", "decode.batch_size=3", f"train.checkpoint_every={n}",
-              f"train.eval_every={n}"]
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    T.train(micro_config(*common, f"train.max_steps={2 * n}"), straight, console=False)
-    T.train(micro_config(*common, f"train.max_steps={n}"), split, console=False)
-    T.train(micro_config(*common, f"train.max_steps={2 * n}"), split, resume=True, console=False)
-    a = ckpt.load_checkpoint(straight / f"ckpt_step{2 * n}.safetensors")
-    b = ckpt.load_checkpoint(split / f"ckpt_step{2 * n}.safetensors")
-    for k in a.model:
-        np.testing.assert_array_equal(a.model[k].numpy(), b.model[k].numpy(), err_msg=k)
-    # Training did happen, with dropout drawn in both processes: the run differs from a one-process run.
-    one = tmp_path / "one"
-    T.train(micro_config(f"train.checkpoint_every={n}", f"train.max_steps={n}"), one, console=False)
-    c = ckpt.load_checkpoint(one / f"ckpt_step{n}.safetensors")
-    d = ckpt.load_checkpoint(split / f"ckpt_step{n}.safetensors")
-    assert any(not np.array_equal(c.model[k].numpy(), d.model[k].numpy()) for k in c.model)

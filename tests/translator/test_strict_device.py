@@ -15,7 +15,7 @@ import tinygrad_attn as ta
 from models.translator import search
 from models.translator.batching import Batch
 from models.translator.search import beam_search, greedy_decode
-from models.translator.step import accumulate_gradients, build, make_optimizer, train_step
+from models.translator.step import accumulate_gradients, build, make_optimizer, make_scaler, train_step
 from tests import strict_device
 from tests.strict_device import host_reads
 from tests.translator.test_search import BOS, EOS, half_trained, sources
@@ -105,17 +105,27 @@ def test_the_loss_counts_target_tokens_on_the_device():
     assert model.loss(model(batch.src, batch.tgt_in), batch.tgt_out)[1] == batch.n_tgt_tokens  # host ids: an int
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="models/translator/step.py accumulate_gradients "
-                   "reads each micro-batch's loss (total += float(loss_sum.item())): sum the losses on the device "
-                   "and let train.py read the sum at the logging cadence (train_step returning a device scalar) "
-                   "-- engineer H1 / the lead")
 def test_train_step_reads_nothing_from_the_device(micro_config):
+    """``train_step`` itself (two micro-batches, clipping, Adam) reads nothing: its summed loss stays a 0-d tensor
+    on the device, the CPU's sum; with fp16 loss scaling the one read is the scaler's inf check."""
+    losses = {}
+    for device in ("cpu", "strict"):
+        config, model, optimizer, scheduler = _model_and_optimizer(micro_config, device)
+        for seed in (1, 2):
+            with host_reads() as reads:
+                loss, n_tokens = train_step(model, optimizer, scheduler, _batches(seed), config, as_device(device))
+            assert reads.count == 0, reads
+            assert isinstance(loss, ta.Tensor) and loss.device == device and loss.shape == ()
+            assert n_tokens == sum(b.n_tgt_tokens for b in _batches(seed))
+        losses[device] = loss.item()
+    assert losses["strict"] == pytest.approx(losses["cpu"], rel=1e-5)
     config, model, optimizer, scheduler = _model_and_optimizer(micro_config, "strict")
-    strict = as_device("strict")
+    config.train.precision = "fp16"
+    scaler = make_scaler(config)
     for seed in (1, 2):
         with host_reads() as reads:
-            train_step(model, optimizer, scheduler, _batches(seed), config, strict)
-        assert reads.count == 0, reads
+            train_step(model, optimizer, scheduler, _batches(seed), config, as_device("strict"), scaler=scaler)
+        assert reads.count == 1 and all("grad_scaler.py" in where for where in reads.where), reads
 
 
 def test_accumulate_gradients_on_the_device_gives_the_cpu_loss(micro_config):
@@ -123,8 +133,12 @@ def test_accumulate_gradients_on_the_device_gives_the_cpu_loss(micro_config):
     for device in ("cpu", "strict"):
         config, model, _, _ = _model_and_optimizer(micro_config, device)
         batches = _batches(4)
-        totals[device] = accumulate_gradients(model, batches, sum(b.n_tgt_tokens for b in batches),
-                                              config.train.label_smoothing, as_device(device))
+        with host_reads() as reads:
+            total = accumulate_gradients(model, batches, sum(b.n_tgt_tokens for b in batches),
+                                         config.train.label_smoothing, as_device(device))
+        assert isinstance(total, ta.Tensor) and total.device == device and total.shape == ()
+        assert reads.count == 0, reads  # the micro-batches' losses are summed on the device
+        totals[device] = total.item()
     assert totals["strict"] == pytest.approx(totals["cpu"], rel=1e-5)
 
 

@@ -107,7 +107,7 @@ def test_fp16_train_step_is_close_to_fp32_and_skips_an_overflowing_step(micro_co
         scaler = S.make_scaler(config)
         assert scaler.is_enabled() == (precision == "fp16")
         loss, _ = S.train_step(model, opt, sched, batches, config, ta.device("cpu"), scaler=scaler)
-        grads[precision] = (loss, {k: p.grad.numpy() for k, p in model.named_parameters()})
+        grads[precision] = (loss.item(), {k: p.grad.numpy() for k, p in model.named_parameters()})
         assert all(p.dtype == ta.float32 for p in model.parameters())
     (loss32, g32), (loss16, g16) = grads["fp32"], grads["fp16"]
     assert loss16 == pytest.approx(loss32, rel=1e-2) and loss16 != loss32  # close, and float16 really ran
@@ -153,7 +153,7 @@ def test_accumulation_equals_one_big_batch(micro_config, tmp_path):
         loss, n = S.train_step(model, opt, sched, batches, config, ta.device("cpu"))
         # Compare gradients (left in .grad by the step): Adam's first update is ~lr * sign(g), which
         # would blow up rounding noise in gradients that are zero in exact arithmetic (key biases).
-        results.append((loss, n, {k: p.grad.numpy() for k, p in model.named_parameters()}))
+        results.append((loss.item(), n, {k: p.grad.numpy() for k, p in model.named_parameters()}))
     (loss_a, n_a, grads_a), (loss_b, n_b, grads_b) = results
     assert n_a == n_b == sum(len(t) + 1 for _, t in T.encode_pairs(vocab, pairs))
     assert loss_a == pytest.approx(loss_b, rel=1e-5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import cuda_kernels
 from ..backend import array_module
 from ..tensor import Tensor
 from .optimizer import Optimizer, ParamsT
@@ -60,12 +61,15 @@ class Adam(Optimizer):
         state["step"] += 1
         t = state["step"]
         m, v = state["exp_avg"].data, state["exp_avg_sq"].data
-        s = self._scratch_like(param)
-
         decoupled = group["decoupled_weight_decay"]
         if decoupled and wd:
             param *= 1 - lr * wd
         l2 = 0 if decoupled else wd
+        if not group["amsgrad"] and cuda_kernels.fused(param, grad, m, v):  # the same step, one GPU kernel
+            cuda_kernels.adam_update_(param, grad, m, v, lr=lr, beta1=beta1, beta2=beta2, eps=eps, step=t, l2=l2,
+                                      maximize=group["maximize"])
+            return
+        s = self._scratch_like(param)
 
         # m += (1 - β1)·(g - m)
         g = self._regularized_grad(grad, param, l2, group["maximize"], out=s)
