@@ -52,7 +52,7 @@ from models.translator.data import load_pairs
 from models.translator.evaluate import format_scores, score
 from models.translator.machine import peak_rss_mb, resolve_device
 from models.translator.parallel import GradientWorkers, usable_workers
-<<<<<<< HEAD
+from models.translator.ranks import SINGLE_PROCESS, MPIGradients, Ranks, join_ranks
 from models.translator.run_dir import (
     CURVES_NAME,
     METRICS_NAME,
@@ -64,12 +64,7 @@ from models.translator.run_dir import (
     truncate_metrics,
     write_json,
 )
-from models.translator.step import build, make_optimizer, make_scaler, train_step
-=======
-from models.translator.ranks import SINGLE_PROCESS, MPIGradients, Ranks, join_ranks
-from models.translator.run_dir import CURVES_NAME, LOG_NAME, METRICS_NAME, RESULTS_NAME, VOCAB_NAME, prepare_run_dir
 from models.translator.step import SharedGradients, build, make_optimizer, make_scaler, train_step
->>>>>>> mpi
 from models.translator.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -175,14 +170,9 @@ def train(config: Config, run_dir: str | os.PathLike[str], *, resume: bool = Fal
     run_dir = Path(run_dir)
     config = cfg.resolve(config)
     device = resolve_device(config.device)
-<<<<<<< HEAD
-    resume_from = prepare_run_dir(run_dir, resume, overwrite)
-    handlers = attach_log_handlers(run_dir, console, run_log)
-=======
     ranks = join_ranks(config)
     resume_from = ranks.on_rank0(lambda: prepare_run_dir(run_dir, resume, overwrite))
-    handlers = _attach_log_handlers(run_dir, console) if ranks.writes else []
->>>>>>> mpi
+    handlers = attach_log_handlers(run_dir, console, run_log) if ranks.writes else []
     level, propagate = run_log.level, run_log.propagate
     run_log.setLevel(logging.INFO)
     run_log.propagate = False  # the run's own handlers write its records, not the root logger's as well
@@ -268,12 +258,8 @@ class _Run:
                 ta.random.set_rng_state(saved.rng)
             known = {k: v for k, v in saved.progress.items() if k in Progress.__dataclass_fields__}
             self.progress = Progress(**known)
-<<<<<<< HEAD
-            truncate_metrics(self.metrics_path, self.progress.step)
-=======
             if ranks.writes:
-                _truncate_metrics(self.metrics_path, self.progress.step)
->>>>>>> mpi
+                truncate_metrics(self.metrics_path, self.progress.step)
             log.info("resumed from %s at step %d (epoch %d, batch %d)", saved.path.name, self.progress.step,
                      self.progress.epoch + 1, self.progress.batch_in_epoch)
         n_params = sum(p.numel() for p in self.model.parameters())
@@ -308,11 +294,7 @@ class _Run:
                   "val_ppl": round(math.exp(min(val_nll, 50.0)), 3), "bleu": round(scores["bleu"], 3),
                   "chrf": round(scores["chrf"], 3), "n_sentences": len(pairs),
                   "train_seconds": round(p.train_seconds, 2), "eval_seconds": round(time.perf_counter() - start, 2)}
-<<<<<<< HEAD
-        append_jsonl(self.metrics_path, record)
-=======
         self._append_metrics(record)
->>>>>>> mpi
         improved = scores["bleu"] > p.best_bleu
         if improved:
             p.best_bleu, p.best_step = scores["bleu"], p.step
@@ -325,7 +307,7 @@ class _Run:
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
         if self.ranks.writes:
-            _append_jsonl(self.metrics_path, record)
+            append_jsonl(self.metrics_path, record)
 
     def peak_rss_mb(self) -> float:
         """Peak resident memory of this process plus that of the gradient workers' (train.workers > 1)."""
@@ -383,11 +365,7 @@ class _Run:
                     record = {"kind": "train", "step": p.step, "epoch": p.epoch, "loss": round(window_sum /
                               window_tokens, 5), "lr": lr, "tgt_tokens_per_s": round(window_tokens / window_seconds, 1),
                               "train_seconds": round(p.train_seconds, 2)}
-<<<<<<< HEAD
-                    append_jsonl(self.metrics_path, record)
-=======
                     self._append_metrics(record)
->>>>>>> mpi
                     log.info("step %d epoch %d: loss %.3f, lr %.3g, %.0f target tokens/s, %.1f min", p.step,
                              p.epoch + 1, record["loss"], lr, record["tgt_tokens_per_s"], p.train_seconds / 60)
                     window_loss, window_tokens, window_seconds = ta.zeros((), device=self.device), 0.0, 0.0
@@ -438,11 +416,7 @@ class _Run:
                 log.info("%s %s (%d sentences, %.1f sentences/s):\n%s", split, name, s["n_sentences"],
                          s["sentences_per_s"], format_scores(s))
         results["peak_rss_mb"] = round(self.peak_rss_mb(), 1)
-<<<<<<< HEAD
-        write_json(self.run_dir / RESULTS_NAME, results)
-=======
         if self.ranks.writes:
-            _write_json(self.run_dir / RESULTS_NAME, results)
->>>>>>> mpi
+            write_json(self.run_dir / RESULTS_NAME, results)
         log.info("results: %s", self.run_dir / RESULTS_NAME)
         return results
