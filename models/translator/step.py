@@ -114,7 +114,8 @@ def train_step(model: Transformer, optimizer: Adam, scheduler: LRScheduler, batc
     n_tokens = sum(b.n_tgt_tokens for b in batches)
     mixed = scaler is not None and scaler.is_enabled()
     if mixed and workers is not None:
-        raise ConfigError("train.precision = 'fp16' cannot share batches with helper processes (train.workers)")
+        raise ConfigError("train.precision = 'fp16' cannot share batches between processes (train.workers > 1 or "
+                          "MPI ranks): train in fp32 there, or fp16 in one process")
     if workers is None:
         # In fp16 an overflow is expected now and then (the scaler skips that step): no NumPy warnings for it.
         with np.errstate(over="ignore", invalid="ignore") if mixed else contextlib.nullcontext():
