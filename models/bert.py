@@ -73,9 +73,9 @@ class BERT(nn.Module):
         self.embedding_norm = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.embedding_dropout = nn.Dropout(dropout)
 
-        # The encoder: the translator's layer, GELU instead of ReLU, dropout on the attention weights too.
+        # The encoder: the translator's layer, GELU (tanh form) instead of ReLU, dropout on the attention weights too.
         self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout, activation="gelu",
+            nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout, activation=gelu,
                                        layer_norm_eps=layer_norm_eps, batch_first=True, norm_first=norm_first,
                                        attention_dropout=attention_dropout, activation_dropout=0.0)
             for _ in range(n_layers))
@@ -149,7 +149,7 @@ class BERT(nn.Module):
         """Scores over the vocabulary (M, V) at the M flat ``positions`` (indices into B * S) of ``hidden``
         (B, S, D): the rows are gathered first, then GELU(dense), LayerNorm, and h E^T + b (E tied)."""
         rows = hidden.reshape(-1, self.d_model)[np.asarray(positions, dtype=np.int64)]
-        h = self.mlm_norm(F.gelu(self.mlm_dense(rows)))
+        h = self.mlm_norm(gelu(self.mlm_dense(rows)))
         return F.linear(h, self.token_embedding.weight, self.mlm_bias)
 
     def mlm_loss(self, ids: Tensor | np.ndarray, segments: Tensor | np.ndarray | None,
@@ -206,6 +206,11 @@ class BERT(nn.Module):
         return (f"vocab_size={self.vocab_size}, d_model={self.d_model}, n_heads={self.n_heads}, "
                 f"n_layers={self.n_layers}, d_ff={self.d_ff}, dropout={self.dropout_p}, "
                 f"norm_first={self.norm_first}, n_classes={self.n_classes}")
+
+
+def gelu(x: Tensor) -> Tensor:
+    """BERT's GELU, x Phi(x) in the tanh form of its code: x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return F.gelu(x, approximate="tanh")
 
 
 def _check_hparams(vocab_size: int, d_model: int, n_heads: int, n_layers: int, d_ff: int, dropout: float,

@@ -218,7 +218,13 @@ def load(path: str | os.PathLike[str] | None = None, overrides: Iterable[str] = 
     return config
 
 
-def save(config: Config, path: str | os.PathLike[str]) -> Path:
+class Dumpable(typing.Protocol):
+    """A config dataclass tree that turns into plain dicts (the translator's ``Config``, or another model's)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def save(config: Dumpable, path: str | os.PathLike[str]) -> Path:
     """Write ``config`` as YAML (atomically: a temporary file renamed into place)."""
     path = Path(path)
     if path.suffix == "" or path.is_dir():
@@ -230,7 +236,7 @@ def save(config: Config, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def dump(config: Config) -> str:
+def dump(config: Dumpable) -> str:
     """The config as YAML text, sections in their natural order."""
     return yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
 
@@ -269,6 +275,13 @@ def set_value(config: Config, dotted_key: str, value: Any) -> Config:
         nested = {k: nested}
     _update(config, nested, dotted_key)
     return config
+
+
+def update(obj: Any, data: Mapping[str, Any], where: str) -> Any:
+    """Copy the nested mapping ``data`` (a file's sections) onto the dataclass tree ``obj`` (any model's
+    config), checking the keys and coercing the values as for the translator's; returns ``obj``."""
+    _update(obj, data, where)
+    return obj
 
 
 def _update(obj: Any, data: Mapping[str, Any], where: str, prefix: str = "") -> None:

@@ -5,6 +5,7 @@ canvas), never ``pyplot``: no window, no global state, works on a headless serve
 
 * ``plot_curves``: from ``metrics.jsonl``, the training and validation loss, the validation BLEU
   against steps and against minutes of training, and the learning rate.
+* ``plot_training``: loss and one validation score against steps, for any model's run.
 * ``plot_attention_grid``: one heatmap per (layer, head) of an attention tensor
   ``(layers, heads, queries, keys)``, axes labelled with SentencePiece pieces (``▁`` starts a word).
   Rows of a decoder cross-attention map are target pieces, columns source pieces: row ``t`` shows
@@ -61,6 +62,26 @@ def plot_curves(records: Sequence[dict[str, Any]], path: str | os.PathLike[str],
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
 
     for ax in (ax_loss, ax_bleu, ax_time, ax_lr):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_training(records: Sequence[dict[str, Any]], path: str | os.PathLike[str], score_key: str,
+                  score_label: str, title: str = "") -> Path:
+    """Save a 1x2 figure: training and validation loss, and the validation score ``score_key`` (e.g. a
+    masked-token accuracy), against steps; records as for ``plot_curves``."""
+    fig = Figure(figsize=(11, 4))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.85, wspace=0.22)
+    ax_loss, ax_score = fig.subplots(1, 2)
+    ax_loss.plot(*_series(records, "train", "loss"), label="train", lw=1)
+    ax_loss.plot(*_series(records, "eval", "val_loss"), "o-", label="validation", ms=3)
+    ax_loss.set(xlabel="step", ylabel="loss", title="Loss")
+    ax_loss.legend()
+    ax_score.plot(*_series(records, "eval", score_key), "o-", color="C2", ms=3)
+    ax_score.set(xlabel="step", ylabel=score_label, title=f"Validation {score_label}")
+    for ax in (ax_loss, ax_score):
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)

@@ -1,5 +1,5 @@
 """A run directory (``runs/<name>/``): the files a training run writes there, and starting, resuming or
-overwriting a run in it.
+overwriting a run in it, and writing its records (metrics lines, JSON results, the log) safely.
 
     config.yaml               the resolved config (config.py)
     spm.model, spm.vocab      the SentencePiece vocabulary (vocab.py)
@@ -10,8 +10,16 @@ overwriting a run in it.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
 
 from models.translator import checkpoints as ckpt
 from models.translator.config import CONFIG_NAME
@@ -55,3 +63,67 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path | None
     for p in existing:
         p.unlink()
     return None
+
+
+# ---- a run's records ------------------------------------------------------------------------------------
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Add one JSON record as a line of ``path`` (metrics.jsonl)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after ``step`` (by a run killed after its last checkpoint)."""
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as f:
+        keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(keep), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically (a temporary file renamed into place)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class TqdmHandler(logging.Handler):
+    """Console log lines that do not break the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def attach_log_handlers(run_dir: Path, logger: logging.Logger, console: bool) -> list[logging.Handler]:
+    """Send ``logger``'s records to ``<run_dir>/train.log`` (timestamped) and, with ``console``, to stderr."""
+    handlers: list[logging.Handler] = [logging.FileHandler(run_dir / LOG_NAME, encoding="utf-8")]
+    handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    if console:
+        handlers.append(TqdmHandler())
+        handlers[-1].setFormatter(logging.Formatter("%(message)s"))
+    for h in handlers:
+        logger.addHandler(h)
+    return handlers
+
+
+@contextmanager
+def run_logging(run_dir: Path, logger: logging.Logger, console: bool) -> Iterator[None]:
+    """While the block runs, ``logger`` (a package's logger: its modules' records) writes at INFO level to
+    the run's log and the console only; afterwards it is as it was."""
+    handlers = attach_log_handlers(run_dir, logger, console)
+    level, propagate = logger.level, logger.propagate
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # the run's own handlers write its records, not the root logger's as well
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        logger.propagate = propagate
+        for h in handlers:
+            logger.removeHandler(h)
+            h.close()
