@@ -213,7 +213,8 @@ class _Run:
 
         self.train_batches, self.val_batches, self.final_batches = self._data()
         ta.manual_seed(t.seed)
-        self.model = build_bert(len(self.vocab), **config.model_hparams()).to(device)
+        self.model = build_bert(len(self.vocab), **config.model_hparams())
+        self.model.to(device)
         if pretrained is not None:
             loaded = self.model.load_encoder(pretrained.model)
             log.info("initialised from %s: %d tensors (the classifier's pooler and output start afresh)",

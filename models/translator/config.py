@@ -257,7 +257,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(config: Config, overrides: Iterable[str]) -> Config:
+ConfigT = typing.TypeVar("ConfigT")  # the translator's Config or another model's dataclass tree
+
+
+def apply_overrides(config: ConfigT, overrides: Iterable[str]) -> ConfigT:
     """Apply ``"section.key=value"`` strings in order (later ones win). Does not validate."""
     for text in overrides:
         keys, value = parse_override(text)
@@ -268,7 +271,7 @@ def apply_overrides(config: Config, overrides: Iterable[str]) -> Config:
     return config
 
 
-def set_value(config: Config, dotted_key: str, value: Any) -> Config:
+def set_value(config: ConfigT, dotted_key: str, value: Any) -> ConfigT:
     """Set one (already typed) value, e.g. ``set_value(cfg, "train.max_minutes", 15)``, with type checks."""
     nested: Any = value
     for k in reversed(dotted_key.split(".")):
