@@ -46,15 +46,18 @@ class SparseRows:
     row: np.ndarray
     col: np.ndarray
     n_rows: int
+    bits: int  # the columns are hashes in [0, 2**bits)
 
 
 def featurize(examples: Sequence[Example], bits: int = BITS) -> SparseRows:
     cols = [features(e.de, e.en, bits) for e in examples]
     row = np.repeat(np.arange(len(cols)), [len(c) for c in cols])
-    return SparseRows(row, np.concatenate([np.asarray(c, dtype=np.int64) for c in cols]), len(cols))
+    return SparseRows(row, np.concatenate([np.asarray(c, dtype=np.int64) for c in cols]), len(cols), bits)
 
 
 def _scores(x: SparseRows, w: np.ndarray, b: float) -> np.ndarray:
+    if w.size != 1 << x.bits:
+        raise ValueError(f"features hashed into 2**{x.bits} columns for a model of {w.size} weights")
     return np.bincount(x.row, weights=w[x.col], minlength=x.n_rows) + b
 
 

@@ -11,7 +11,7 @@ Sections, every key with a default (so an empty file is a valid config)::
     device:   "cpu" or "cuda[:N]"
 
 Files, ``--set section.key=value`` overrides and their checks are the translator's (``models.translator.config``:
-``read_file``, ``update``, ``apply_overrides``); the resolved config is saved in the run directory.
+``read_file``, ``fill``, ``apply_overrides``); the resolved config is saved in the run directory.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class DataConfig:
     singles: bool = True  # mlm: besides each pair, each sentence alone ([CLS] s [SEP]), for `fill`
     hard_fraction: float = 0.5  # classify: the share of negatives that are hard (pairs.py)
     eval_subset: int | None = None  # periodic evaluation on the first N validation sequences (None: all)
+    final_subset: int | None = None  # the final evaluation on the first N sequences of each split (None: all)
 
 
 @dataclass
@@ -99,13 +100,13 @@ def load(path: str | os.PathLike[str] | None = None, overrides: Iterable[str] = 
     """Defaults, then the file at ``path`` (if any), then ``overrides`` (``"section.key=value"``); checked."""
     config = Config()
     if path is not None:
-        base.update(config, base.read_file(path), str(path))
+        base.fill(config, base.read_file(path), str(path))
     base.apply_overrides(config, overrides)
     return validate(config)
 
 
 def from_dict(data: Mapping[str, Any], where: str = "config") -> Config:
-    return validate(base.update(Config(), data, where))
+    return validate(base.fill(Config(), data, where))
 
 
 def resolve(config: Config) -> Config:
@@ -145,7 +146,7 @@ def validate(config: Config) -> Config:
     if m.max_positions is not None:
         need(d.max_len <= m.max_positions, "data.max_len", d.max_len,
              f"must not exceed model.max_positions = {m.max_positions}")
-    for name in ("train_subset", "vocab_subset", "eval_subset"):
+    for name in ("train_subset", "vocab_subset", "eval_subset", "final_subset"):
         v = getattr(d, name)
         need(v is None or v >= 2, f"data.{name}", v, "must be at least 2 or null")
     need(0.0 <= d.hard_fraction <= 1.0, "data.hard_fraction", d.hard_fraction, "must be in [0, 1]")

@@ -255,7 +255,7 @@ class _Run:
                                       d.max_len, d.singles)
             val_seq = mlm_sequences(self.vocab, load_pairs("de-en", "val", d.data_dir), d.max_len, d.singles)
             train_batches = Batches(train_seq, t.batch_size, seed=t.seed)
-            final = {"val": Batches(val_seq, 128, shuffle=False)}
+            final = {"val": Batches(val_seq[: d.final_subset], 128, shuffle=False)}
             val = Batches(val_seq[: d.eval_subset], 128, shuffle=False)
             log.info("data: %d training sequences (%d batches/epoch), %d validation sequences", len(train_seq),
                      len(train_batches), len(val_seq))
@@ -263,7 +263,7 @@ class _Run:
         splits = load_splits(d.data_dir, t.seed, d.hard_fraction, d.train_subset)
         batches = {}
         for split in SPLITS:
-            examples = splits[split]
+            examples = splits[split] if split == "train" else splits[split][: d.final_subset]
             seqs, labels = pair_sequences(self.vocab, examples, d.max_len), [e.label for e in examples]
             batches[split] = (Batches(seqs, t.batch_size, labels, seed=t.seed) if split == "train"
                               else Batches(seqs, 128, labels, shuffle=False))
@@ -387,12 +387,13 @@ class _Run:
         return self._final()
 
     def _plot(self) -> None:
-        from models.translator.plots import plot_training, read_metrics  # matplotlib: slow to import
+        from models.translator.plots import plot_curves, read_metrics  # matplotlib: slow to import
 
         if self.metrics_path.is_file():
             label = "masked-token accuracy" if self.config.task == "mlm" else "accuracy"
-            plot_training(read_metrics(self.metrics_path), self.run_dir / CURVES_NAME, "val_accuracy", label,
-                          title=f"BERT {self.config.model.preset}, {self.config.task}")
+            plot_curves(read_metrics(self.metrics_path), self.run_dir / CURVES_NAME,
+                        title=f"BERT {self.config.model.preset}, {self.config.task}", score_key="val_accuracy",
+                        score_label=label, loss_label="")
 
     def _final(self) -> dict[str, Any]:
         """Accuracy of the final model on every evaluation split -> results.json."""

@@ -60,13 +60,14 @@ import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from models.transformer import PRESETS, Transformer
 from models.translator.data import parse_direction
 
+T = TypeVar("T")  # any config dataclass: the readers below fill the language model's config too (models/lm)
 CONFIG_NAME = "config.yaml"  # the resolved config inside a run directory
 SCHEDULES = ("noam", "cosine")
 PRECISIONS = ("fp32", "fp16")
@@ -218,14 +219,9 @@ def load(path: str | os.PathLike[str] | None = None, overrides: Iterable[str] = 
     return config
 
 
-class Dumpable(typing.Protocol):
-    """A config dataclass tree that turns into plain dicts (the translator's ``Config``, or another model's)."""
-
-    def to_dict(self) -> dict[str, Any]: ...
-
-
-def save(config: Dumpable, path: str | os.PathLike[str]) -> Path:
-    """Write ``config`` as YAML (atomically: a temporary file renamed into place)."""
+def save(config: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``config`` (a config dataclass with ``to_dict``) as YAML (atomically: a temporary file renamed
+    into place)."""
     path = Path(path)
     if path.suffix == "" or path.is_dir():
         path = path / CONFIG_NAME
@@ -236,7 +232,7 @@ def save(config: Dumpable, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def dump(config: Dumpable) -> str:
+def dump(config: Any) -> str:
     """The config as YAML text, sections in their natural order."""
     return yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
 
@@ -257,10 +253,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-ConfigT = typing.TypeVar("ConfigT")  # the translator's Config or another model's dataclass tree
-
-
-def apply_overrides(config: ConfigT, overrides: Iterable[str]) -> ConfigT:
+def apply_overrides(config: T, overrides: Iterable[str]) -> T:
     """Apply ``"section.key=value"`` strings in order (later ones win). Does not validate."""
     for text in overrides:
         keys, value = parse_override(text)
@@ -271,7 +264,7 @@ def apply_overrides(config: ConfigT, overrides: Iterable[str]) -> ConfigT:
     return config
 
 
-def set_value(config: ConfigT, dotted_key: str, value: Any) -> ConfigT:
+def set_value(config: T, dotted_key: str, value: Any) -> T:
     """Set one (already typed) value, e.g. ``set_value(cfg, "train.max_minutes", 15)``, with type checks."""
     nested: Any = value
     for k in reversed(dotted_key.split(".")):
@@ -280,11 +273,11 @@ def set_value(config: ConfigT, dotted_key: str, value: Any) -> ConfigT:
     return config
 
 
-def update(obj: Any, data: Mapping[str, Any], where: str) -> Any:
-    """Copy the nested mapping ``data`` (a file's sections) onto the dataclass tree ``obj`` (any model's
-    config), checking the keys and coercing the values as for the translator's; returns ``obj``."""
-    _update(obj, data, where)
-    return obj
+def fill(config: T, data: Mapping[str, Any], where: str = "config") -> T:
+    """Copy the nested mapping ``data`` onto the config dataclass ``config``, checking keys and types (not
+    ranges); returns ``config``."""
+    _update(config, data, where)
+    return config
 
 
 def _update(obj: Any, data: Mapping[str, Any], where: str, prefix: str = "") -> None:

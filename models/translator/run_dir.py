@@ -1,11 +1,14 @@
 """A run directory (``runs/<name>/``): the files a training run writes there, and starting, resuming or
-overwriting a run in it, and writing its records (metrics lines, JSON results, the log) safely.
+overwriting a run in it.
 
     config.yaml               the resolved config (config.py)
     spm.model, spm.vocab      the SentencePiece vocabulary (vocab.py)
     ckpt_step<N>.safetensors  step checkpoints, best.safetensors, averaged.safetensors (checkpoints.py)
     metrics.jsonl, train.log  one JSON record per log line or evaluation; the log
     curves.png, results.json  training curves (plots.py); the final scores
+
+The records (``append_jsonl``, ``truncate_metrics``, ``write_json``, ``attach_log_handlers``) are written the
+same way by every model's training loop (the translator's, the language model's).
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path | None
     return None
 
 
-# ---- a run's records ------------------------------------------------------------------------------------
+# ---- the run's records --------------------------------------------------------------------------------
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -99,7 +102,7 @@ class TqdmHandler(logging.Handler):
         tqdm.write(self.format(record), file=sys.stderr)
 
 
-def attach_log_handlers(run_dir: Path, logger: logging.Logger, console: bool) -> list[logging.Handler]:
+def attach_log_handlers(run_dir: Path, console: bool, logger: logging.Logger) -> list[logging.Handler]:
     """Send ``logger``'s records to ``<run_dir>/train.log`` (timestamped) and, with ``console``, to stderr."""
     handlers: list[logging.Handler] = [logging.FileHandler(run_dir / LOG_NAME, encoding="utf-8")]
     handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
@@ -114,8 +117,8 @@ def attach_log_handlers(run_dir: Path, logger: logging.Logger, console: bool) ->
 @contextmanager
 def run_logging(run_dir: Path, logger: logging.Logger, console: bool) -> Iterator[None]:
     """While the block runs, ``logger`` (a package's logger: its modules' records) writes at INFO level to
-    the run's log and the console only; afterwards it is as it was."""
-    handlers = attach_log_handlers(run_dir, logger, console)
+    the run's log (and the console) only; afterwards it is as it was."""
+    handlers = attach_log_handlers(run_dir, console, logger)
     level, propagate = logger.level, logger.propagate
     logger.setLevel(logging.INFO)
     logger.propagate = False  # the run's own handlers write its records, not the root logger's as well
