@@ -94,9 +94,6 @@ def cmd_fill(args: argparse.Namespace) -> int:
     if not 1 <= len(args.text) <= 2:
         raise FillError("give one text, or two (a German sentence and its English translation), with <mask>s")
     text, second = args.text[0], (args.text[1] if len(args.text) == 2 else None)
-    if "<mask>" not in text and (second is None or "<mask>" not in second):
-        raise FillError(f"no <mask> in {' / '.join(repr(t) for t in args.text)}: mark each word to guess with "
-                        "<mask>, e.g. \"A man in an orange <mask> is looking at something.\"")
     if args.top_k < 1:
         raise FillError(f"--top-k must be at least 1, got {args.top_k}")
     candidates = fill(model, vocab, text, second, args.top_k)

@@ -24,9 +24,6 @@ class FillError(ValueError):
 def encode_masked(vocab: Vocab, text: str) -> list[int]:
     """The ids of ``text`` with [MASK] for each ``<mask>`` (the pieces around it encoded as they are)."""
     parts = text.split(MASK_PIECE)
-    if len(parts) == 1:
-        raise FillError(f"no {MASK_PIECE} in {text!r}: mark each word to guess with {MASK_PIECE}, e.g. "
-                        f"\"A man in an orange {MASK_PIECE} is looking at something.\"")
     ids: list[int] = []
     for i, part in enumerate(parts):
         if i:
@@ -38,7 +35,11 @@ def encode_masked(vocab: Vocab, text: str) -> list[int]:
 
 def inputs(vocab: Vocab, text: str, second: str | None, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """ids and segments (1, S) of ``[CLS] text [SEP] (second [SEP])``, masks in either; FillError if too long."""
-    first_ids = encode_masked(vocab, text) if MASK_PIECE in text or second is None else vocab.encode(text)
+    if MASK_PIECE not in text and (second is None or MASK_PIECE not in second):
+        shown = repr(text) if second is None else f"{text!r} / {second!r}"
+        raise FillError(f"no {MASK_PIECE} in {shown}: mark each word to guess with {MASK_PIECE}, e.g. "
+                        f"\"A man in an orange {MASK_PIECE} is looking at something.\"")
+    first_ids = encode_masked(vocab, text) if MASK_PIECE in text else vocab.encode(text)
     second_ids = None
     if second is not None:
         second_ids = encode_masked(vocab, second) if MASK_PIECE in second else vocab.encode(second)

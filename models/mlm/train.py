@@ -61,6 +61,7 @@ from models.translator.vocab import Vocab
 log = logging.getLogger(__name__)
 run_log = logging.getLogger("models.mlm")
 KIND = "mlm"  # checkpoints' format: tinygrad_attn-mlm-checkpoint/1
+SHAPE_KEYS = ("preset", "d_model", "n_heads", "n_layers", "d_ff", "max_positions", "norm_first")
 EVAL_MASK_SEED = 20260  # validation masks the same positions at every evaluation
 
 
@@ -239,8 +240,11 @@ class _Run:
         self.checkpoints = ckpt.CheckpointManager(run_dir, keep_last=t.keep_last)
 
     def _adopt_pretrained_model_config(self, saved: dict[str, Any]) -> None:
-        """A fine-tuning run takes the pre-trained model's shape (and vocabulary size) whatever its config says."""
+        """A fine-tuning run takes the pre-trained model's shape (and vocabulary size) whatever its config says;
+        its dropout stays the fine-tuning config's."""
         for key, value in saved.get("model", {}).items():
+            if key not in SHAPE_KEYS:
+                continue
             if getattr(self.config.model, key) != value:
                 log.info("model.%s = %r from the pre-trained run (the config said %r)", key, value,
                          getattr(self.config.model, key))

@@ -64,6 +64,7 @@ def test_fill_prints_candidates_and_draws_attention(run_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["A man in an orange shirt."], "no <mask> in 'A man in an orange shirt.'"),
+    (["Ein Hund läuft.", "A dog runs."], "no <mask> in 'Ein Hund läuft.' / 'A dog runs.'"),
     (["one <mask>", "two", "three"], "give one text, or two"),
     (["A <mask> " + "word " * 200], "this model takes at most 128"),
 ])
@@ -87,11 +88,12 @@ def test_evaluate_finetune_and_classify(run_dir, multi30k_dir, tmp_path, capsys)
     assert "is a mlm run; classify needs a fine-tuned one" in capsys.readouterr().err
     pairs = tmp_path / "pairs"
     assert main(["finetune", "--init", str(run_dir), "--run-dir", str(pairs), "--data-dir", str(multi30k_dir),
-                 "--no-progress", *sets(*MICRO, "model.d_model=64", "train.max_steps=3")]) == 0
+                 "--no-progress", *sets(*MICRO, "model.d_model=64", "model.dropout=0.3", "train.max_steps=3")]) == 0
     out = capsys.readouterr().out
     assert "test_2016_flickr: accuracy" in out
     _, _, config, _ = load_bert(pairs)
-    assert config.task == "classify" and config.model.d_model == 32  # the pre-trained shape wins
+    assert config.task == "classify" and config.model.d_model == 32  # the pre-trained shape wins ...
+    assert config.model.dropout == 0.3  # ... but not its dropout
     assert main(["classify", "-c", str(pairs), "Ein Hund läuft.", "A dog runs."]) == 0
     assert "(p = " in capsys.readouterr().out
     assert main(["evaluate", "-c", str(pairs), "--split", "test_2016_flickr", "--limit", "10"]) == 0

@@ -5,6 +5,7 @@ import pytest
 
 from models.mlm.baseline import LogisticRegression, featurize, run_baseline
 from models.mlm.pairs import SPLITS, Example, load_splits, make_examples, normalised, words
+from models.translator.data import load_pairs
 
 PAIRS = [("Ein Hund läuft.", "A dog runs."), ("Eine Katze schläft.", "A cat sleeps."),
          ("Ein roter Hund läuft.", "A red dog runs."), ("Zwei Männer spielen.", "Two men play."),
@@ -16,9 +17,10 @@ def splits(multi30k_dir):
     return load_splits(str(multi30k_dir), seed=0, hard_fraction=0.5, train_limit=400)
 
 
-def test_no_sentence_is_shared_between_train_and_the_test_splits(splits):
-    train_de = {normalised(e.de) for e in splits["train"]}
-    train_en = {normalised(e.en) for e in splits["train"]}
+def test_no_sentence_is_shared_between_train_and_the_test_splits(splits, multi30k_dir):
+    every_train_pair = load_pairs("de-en", "train", str(multi30k_dir))  # not only the 400 used
+    train_de = {normalised(de) for de, _ in every_train_pair}
+    train_en = {normalised(en) for _, en in every_train_pair}
     for split in SPLITS[1:]:
         assert splits[split], split
         assert not {normalised(e.de) for e in splits[split]} & train_de
@@ -46,6 +48,14 @@ def test_hard_negatives_share_more_words_than_random_ones(splits):
     random = [overlap(e, truth[e.de]) for e in ex if e.kind == "random"]
     assert 0.3 < len(hard) / (len(hard) + len(random)) < 0.7
     assert np.mean(hard) > np.mean(random) + 0.15
+
+
+def test_a_negative_is_never_the_same_sentence_written_differently():
+    pairs = [("Ein Hund läuft.", "A dog runs."), ("Der Hund rennt.", "a dog runs"), ("Eine Katze.", "A cat.")]
+    for seed in range(5):
+        for e in make_examples(pairs, seed=seed, hard_fraction=1.0, pool=16):
+            if e.label == 0:
+                assert normalised(e.en) != normalised(dict(pairs)[e.de])
 
 
 def test_make_examples_needs_two_different_sentences():
