@@ -153,7 +153,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
                           f"(`{PROG} finetune`)")
     if not args.german.strip() or not args.english.strip():
         raise FillError("classify needs a non-empty German and English sentence")
-    ids, segments = inputs(vocab, args.german, args.english, model.max_positions)
+    ids, segments = inputs(vocab, args.german, args.english, model.max_positions, require_mask=False)
     with ta.no_grad():
         p = float(F.softmax(model.classify(ids, segments), dim=-1).numpy()[0, 1])
     print(f"{'translation' if p > 0.5 else 'not a translation'} (p = {p:.3f})")

@@ -33,9 +33,11 @@ def encode_masked(vocab: Vocab, text: str) -> list[int]:
     return ids
 
 
-def inputs(vocab: Vocab, text: str, second: str | None, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """ids and segments (1, S) of ``[CLS] text [SEP] (second [SEP])``, masks in either; FillError if too long."""
-    if MASK_PIECE not in text and (second is None or MASK_PIECE not in second):
+def inputs(vocab: Vocab, text: str, second: str | None, max_len: int,
+           require_mask: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """ids and segments (1, S) of ``[CLS] text [SEP] (second [SEP])``, masks in either; FillError if too long
+    or (with ``require_mask``) if there is no mask."""
+    if require_mask and MASK_PIECE not in text and (second is None or MASK_PIECE not in second):
         shown = repr(text) if second is None else f"{text!r} / {second!r}"
         raise FillError(f"no {MASK_PIECE} in {shown}: mark each word to guess with {MASK_PIECE}, e.g. "
                         f"\"A man in an orange {MASK_PIECE} is looking at something.\"")
