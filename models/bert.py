@@ -37,6 +37,7 @@ import numpy as np
 
 import tinygrad_attn as ta
 import tinygrad_attn.functional as F
+from models.token_ids import token_ids
 from tinygrad_attn import Tensor, nn
 
 __all__ = ["BERT", "PRESETS", "build_bert"]
@@ -198,12 +199,7 @@ class BERT(nn.Module):
         return self.token_embedding.weight.device
 
     def _ids(self, ids: Tensor | np.ndarray, name: str) -> Tensor:
-        if not isinstance(ids, Tensor):
-            ids = ta.tensor(np.asarray(ids), device=self.device)
-        if ids.ndim != 2 or ids.dtype.kind not in "iu":
-            raise ValueError(f"BERT: {name} must be integer ids of shape (batch, length), got {ids.dtype} of "
-                             f"shape {tuple(ids.shape)}")
-        return ids
+        return token_ids(ids, self.device, f"BERT: {name}")
 
     def extra_repr(self) -> str:
         return (f"vocab_size={self.vocab_size}, d_model={self.d_model}, n_heads={self.n_heads}, "

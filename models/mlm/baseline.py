@@ -98,10 +98,10 @@ def _sigmoid(s: np.ndarray) -> np.ndarray:
 
 
 def run_baseline(splits: dict[str, list[Example]], l2_grid: Sequence[float] = (1e-4, 1e-5, 1e-6),
-                 steps: int = 300) -> dict[str, float]:
+                 steps: int = 300, bits: int = BITS) -> dict[str, float]:
     """Fit on train for each L2 strength, keep the best on val; its accuracy on each split."""
-    x = {name: featurize(examples) for name, examples in splits.items()}
+    x = {name: featurize(examples, bits) for name, examples in splits.items()}
     y = {name: np.array([e.label for e in examples]) for name, examples in splits.items()}
-    fitted = [LogisticRegression(l2=l2).fit(x["train"], y["train"], steps=steps) for l2 in l2_grid]
+    fitted = [LogisticRegression(bits, l2).fit(x["train"], y["train"], steps=steps) for l2 in l2_grid]
     best = max(fitted, key=lambda model: model.accuracy(x["val"], y["val"]))
     return {"l2": best.l2, **{name: best.accuracy(x[name], y[name]) for name in splits}}

@@ -27,7 +27,6 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from models.mlm.examples import Batch, Batches, check_vocab, sequence, train_voc
 from models.mlm.masking import mask_tokens
 from models.mlm.pairs import SPLITS, Example, load_splits
 from models.translator import checkpoints as ckpt
+from models.translator.batching import batch_stream
 from models.translator.data import load_pairs
 from models.translator.machine import resolve_device
 from models.translator.run_dir import (
@@ -288,17 +288,6 @@ class _Run:
                     optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                     rng=ta.random.get_rng_state(), kind=KIND)
 
-    def _stream(self) -> Iterator[Batch]:
-        p = self.progress
-        while True:
-            for batch in self.train_batches.epoch(p.epoch, skip=p.batch_in_epoch):
-                p.batch_in_epoch += 1
-                if p.batch_in_epoch == len(self.train_batches):
-                    p.epoch, p.batch_in_epoch = p.epoch + 1, 0
-                yield batch
-            if p.batch_in_epoch:
-                p.epoch, p.batch_in_epoch = p.epoch + 1, 0
-
     def _stop_reason(self) -> str | None:
         t, p = self.config.train, self.progress
         if t.max_steps is not None and p.step >= t.max_steps:
@@ -349,7 +338,7 @@ class _Run:
 
     def run(self) -> dict[str, Any]:
         t, p = self.config.train, self.progress
-        stream = self._stream()
+        stream = batch_stream(self.train_batches, p)
         bar = tqdm(total=t.max_steps, initial=p.step, unit="step", disable=not (t.progress and self.console),
                    dynamic_ncols=True, file=sys.stderr)
         window_loss, window_steps = 0.0, 0

@@ -34,7 +34,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ import tinygrad_attn as ta
 from models.transformer import Transformer, upgrade_optimizer_state_dict
 from models.translator import checkpoints as ckpt
 from models.translator import config as cfg
-from models.translator.batching import Batch, TokenBatcher
+from models.translator.batching import TokenBatcher, batch_stream
 from models.translator.config import Config, ConfigError
 from models.translator.data import load_pairs
 from models.translator.evaluate import format_scores, score
@@ -135,18 +135,6 @@ def training_processes(workers: int, device_type: str, precision: str) -> int:
         log.info("train.workers = %d applies to the CPU in fp32: one process on %s in %s", workers, device_type,
                  precision)
     return 1
-
-
-def _batch_stream(batcher: TokenBatcher, progress: Progress) -> Iterator[Batch]:
-    """Batches forever from the position in ``progress``, advancing it as each batch is handed out."""
-    while True:
-        for batch in batcher.epoch(progress.epoch, skip=progress.batch_in_epoch):
-            progress.batch_in_epoch += 1
-            if progress.batch_in_epoch == len(batcher):
-                progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
-            yield batch
-        if progress.batch_in_epoch:  # the epoch was already exhausted (resumed at its very end)
-            progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
 
 
 def _stop_reason(config: Config, p: Progress) -> str | None:
@@ -306,7 +294,7 @@ class _Run:
         if n_workers > 1:  # helper processes share each batch (parallel.py); forked before any other thread starts
             workers = GradientWorkers(self.model, n_workers, t.label_smoothing, self.device)
             log.info("data parallel: each batch shared by %d processes", n_workers)
-        stream = _batch_stream(self.batcher, p)
+        stream = batch_stream(self.batcher, p)
         bar = tqdm(total=t.max_steps, initial=p.step, unit="step", disable=not (t.progress and self.console),
                    dynamic_ncols=True, file=sys.stderr)
         window_loss = window_tokens = 0.0

@@ -74,6 +74,6 @@ def test_the_baseline_learns_a_dictionary_and_runs_on_the_splits(splits):
     assert LogisticRegression(bits=16).accuracy(x, y) == 0.5  # an untrained model: every probability is 0.5
     with pytest.raises(ValueError, match="2\\*\\*16 columns for a model of 1048576 weights"):
         LogisticRegression().accuracy(x, y)
-    results = run_baseline(splits, l2_grid=(1e-4,), steps=50)
+    results = run_baseline(splits, l2_grid=(1e-4,), steps=50, bits=16)
     assert set(results) == {"l2", *SPLITS}
     assert results["val"] > 0.6  # better than chance on unseen sentences
