@@ -118,7 +118,8 @@ def draw_attention(model: BERT, vocab: Vocab, text: str, second: str | None, pat
     maps = np.stack([w.numpy()[0] for w in weights])
     pieces = vocab.pieces(ids[0])
     labels = ["[CLS]" if p == "<s>" else "[SEP]" if p == "</s>" else "[MASK]" if p == "<mask>" else p for p in pieces]
-    return plot_attention_grid(maps, labels, labels, path, title=f"BERT self-attention: {text}"[:100],
+    shown = text if second is None else f"{text} / {second}"
+    return plot_attention_grid(maps, labels, labels, path, title=f"BERT self-attention: {shown}"[:110],
                                query_name="query", key_name="key")
 
 
