@@ -57,8 +57,8 @@ from models.translator.run_dir import (
     RESULTS_NAME,
     VOCAB_NAME,
     append_jsonl,
-    attach_log_handlers,
     prepare_run_dir,
+    run_logging,
     truncate_metrics,
     write_json,
 )
@@ -155,18 +155,8 @@ def train(config: Config, run_dir: str | os.PathLike[str], *, resume: bool = Fal
     config = cfg.resolve(config)
     device = resolve_device(config.device)
     resume_from = prepare_run_dir(run_dir, resume, overwrite)
-    handlers = attach_log_handlers(run_dir, console, run_log)
-    level, propagate = run_log.level, run_log.propagate
-    run_log.setLevel(logging.INFO)
-    run_log.propagate = False  # the run's own handlers write its records, not the root logger's as well
-    try:
+    with run_logging(run_dir, run_log, console):
         return _Run(config, run_dir, device, resume_from, console).run()
-    finally:
-        run_log.setLevel(level)
-        run_log.propagate = propagate
-        for h in handlers:
-            run_log.removeHandler(h)
-            h.close()
 
 
 class _Run:
