@@ -74,6 +74,7 @@ import numpy as np
 
 import tinygrad_attn as ta
 import tinygrad_attn.functional as F
+from models.token_ids import token_ids
 from tinygrad_attn import Tensor, nn
 
 __all__ = ["PRESETS", "build_model", "count_parameters", "Transformer", "upgrade_state_dict", "OLD_NAMES",
@@ -320,12 +321,7 @@ class Transformer(nn.Module):
         return self.embedding.weight.device
 
     def _ids(self, ids: Tensor | np.ndarray, name: str) -> Tensor:
-        if not isinstance(ids, Tensor):
-            ids = ta.tensor(np.asarray(ids), device=self.device)
-        if ids.ndim != 2 or ids.dtype.kind not in "iu":
-            raise ValueError(f"Transformer: {name} must be integer token ids of shape (batch, time), got "
-                             f"{ids.dtype} of shape {tuple(ids.shape)}")
-        return ids
+        return token_ids(ids, self.device, f"Transformer: {name}")
 
     def extra_repr(self) -> str:
         return (f"vocab_size={self.vocab_size}, d_model={self.d_model}, n_heads={self.n_heads}, "

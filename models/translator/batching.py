@@ -35,10 +35,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 from models.translator.vocab import BOS_ID, EOS_ID, PAD_ID
+
+B = TypeVar("B", covariant=True)  # a batch, of whatever kind a batcher makes
 
 
 @dataclass
@@ -236,3 +239,31 @@ def restore_order(outputs: Sequence, order: np.ndarray) -> list:
     for out, i in zip(outputs, order):
         restored[int(i)] = out
     return restored
+
+
+class Position(Protocol):
+    """Where training stands in the data: the epoch, and the batches of it already handed out."""
+
+    epoch: int
+    batch_in_epoch: int
+
+
+class EpochBatches(Protocol[B]):
+    """Batches in a fixed order per epoch: ``TokenBatcher``, or another model's batcher of the same shape."""
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[B]: ...
+
+
+def batch_stream(batcher: EpochBatches[B], progress: Position) -> Iterator[B]:
+    """Batches forever from the position in ``progress``, advancing it as each batch is handed out (so a
+    checkpoint of ``progress`` resumes the data exactly where it stopped)."""
+    while True:
+        for batch in batcher.epoch(progress.epoch, skip=progress.batch_in_epoch):
+            progress.batch_in_epoch += 1
+            if progress.batch_in_epoch == len(batcher):
+                progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
+            yield batch
+        if progress.batch_in_epoch:  # the epoch was already exhausted (resumed at its very end)
+            progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0

@@ -126,10 +126,12 @@ def save_checkpoint(
     scheduler: Mapping[str, Any] | None = None,
     rng: Mapping[str, Any] | None = None,
     scaler: Mapping[str, Any] | None = None,
+    kind: str = "translator",
 ) -> Path:
-    """Write one checkpoint atomically (``ta.save`` writes a temporary file and renames it)."""
+    """Write one checkpoint atomically (``ta.save`` writes a temporary file and renames it); ``kind`` names
+    the model family in its ``format`` (``"translator"``, ``"mlm"``, ...)."""
     obj: dict[str, Any] = {
-        "format": "tinygrad_attn-translator-checkpoint/1",
+        "format": f"tinygrad_attn-{kind}-checkpoint/1",
         "model": dict(model_state),
         "config": dict(config),
         "vocab": np.frombuffer(vocab_bytes, dtype=np.uint8).copy(),

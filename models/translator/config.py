@@ -266,7 +266,7 @@ def apply_overrides(config: T, overrides: Iterable[str]) -> T:
     return config
 
 
-def set_value(config: Config, dotted_key: str, value: Any) -> Config:
+def set_value(config: T, dotted_key: str, value: Any) -> T:
     """Set one (already typed) value, e.g. ``set_value(cfg, "train.max_minutes", 15)``, with type checks."""
     nested: Any = value
     for k in reversed(dotted_key.split(".")):

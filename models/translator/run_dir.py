@@ -17,6 +17,8 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +112,21 @@ def attach_log_handlers(run_dir: Path, console: bool, logger: logging.Logger) ->
     for h in handlers:
         logger.addHandler(h)
     return handlers
+
+
+@contextmanager
+def run_logging(run_dir: Path, logger: logging.Logger, console: bool) -> Iterator[None]:
+    """While the block runs, ``logger`` (a package's logger: its modules' records) writes at INFO level to
+    the run's log (and the console) only; afterwards it is as it was."""
+    handlers = attach_log_handlers(run_dir, console, logger)
+    level, propagate = logger.level, logger.propagate
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # the run's own handlers write its records, not the root logger's as well
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        logger.propagate = propagate
+        for h in handlers:
+            logger.removeHandler(h)
+            h.close()

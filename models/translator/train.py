@@ -30,12 +30,13 @@ steps ran, before the stop and after it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ import tinygrad_attn as ta
 from models.transformer import Transformer, upgrade_optimizer_state_dict
 from models.translator import checkpoints as ckpt
 from models.translator import config as cfg
-from models.translator.batching import Batch, TokenBatcher
+from models.translator.batching import TokenBatcher, batch_stream
 from models.translator.config import Config, ConfigError
 from models.translator.data import load_pairs
 from models.translator.evaluate import format_scores, score
@@ -59,8 +60,8 @@ from models.translator.run_dir import (
     RESULTS_NAME,
     VOCAB_NAME,
     append_jsonl,
-    attach_log_handlers,
     prepare_run_dir,
+    run_logging,
     truncate_metrics,
     write_json,
 )
@@ -141,18 +142,6 @@ def training_processes(workers: int, device_type: str, precision: str) -> int:
     return 1
 
 
-def _batch_stream(batcher: TokenBatcher, progress: Progress) -> Iterator[Batch]:
-    """Batches forever from the position in ``progress``, advancing it as each batch is handed out."""
-    while True:
-        for batch in batcher.epoch(progress.epoch, skip=progress.batch_in_epoch):
-            progress.batch_in_epoch += 1
-            if progress.batch_in_epoch == len(batcher):
-                progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
-            yield batch
-        if progress.batch_in_epoch:  # the epoch was already exhausted (resumed at its very end)
-            progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
-
-
 def _stop_reason(config: Config, p: Progress) -> str | None:
     t = config.train
     if t.max_steps is not None and p.step >= t.max_steps:
@@ -172,18 +161,8 @@ def train(config: Config, run_dir: str | os.PathLike[str], *, resume: bool = Fal
     device = resolve_device(config.device)
     ranks = join_ranks(config)
     resume_from = ranks.on_rank0(lambda: prepare_run_dir(run_dir, resume, overwrite))
-    handlers = attach_log_handlers(run_dir, console, run_log) if ranks.writes else []
-    level, propagate = run_log.level, run_log.propagate
-    run_log.setLevel(logging.INFO)
-    run_log.propagate = False  # the run's own handlers write its records, not the root logger's as well
-    try:
+    with run_logging(run_dir, run_log, console) if ranks.writes else contextlib.nullcontext():
         return _Run(config, run_dir, device, resume_from, console and ranks.writes, ranks).run()
-    finally:
-        run_log.setLevel(level)
-        run_log.propagate = propagate
-        for h in handlers:
-            run_log.removeHandler(h)
-            h.close()
 
 
 class _Run:
@@ -332,7 +311,7 @@ class _Run:
             # helper processes share each batch (parallel.py); forked before any other thread starts
             workers = helpers = GradientWorkers(self.model, n_workers, t.label_smoothing, self.device)
             log.info("data parallel: each batch shared by %d processes", n_workers)
-        stream = _batch_stream(self.batcher, p)
+        stream = batch_stream(self.batcher, p)
         bar = tqdm(total=t.max_steps, initial=p.step, unit="step", disable=not (t.progress and self.console),
                    dynamic_ncols=True, file=sys.stderr)
         window_loss, window_tokens = ta.zeros((), device=self.device), 0.0

@@ -75,11 +75,13 @@ class Vocab:
         character_coverage: float = 1.0,
         hard_vocab_limit: bool = True,
         name: str = MODEL_NAME,
+        extra_specials: Sequence[str] = (),
     ) -> Vocab:
         """Train on ``sentences`` (both languages) and save ``<model_dir>/<name>.model``.
 
-        ``vocab_size`` counts everything, the four special pieces included. Raises ``ValueError``
-        when the corpus cannot give that many pieces (or too few are asked for to cover its
+        ``vocab_size`` counts everything, the four special pieces included. ``extra_specials`` are more
+        pieces that are never split, with the ids after the four (e.g. ``"<mask>"``, id 4, for BERT).
+        Raises ``ValueError`` when the corpus cannot give that many pieces (or too few are asked for to cover its
         characters) unless ``hard_vocab_limit=False``, which lets the vocabulary come out smaller.
         """
         writer = io.BytesIO()
@@ -99,6 +101,7 @@ class Vocab:
                 unk_piece="<unk>",
                 bos_piece="<s>",
                 eos_piece="</s>",
+                user_defined_symbols=list(extra_specials),
                 normalization_rule_name="nmt_nfkc",
                 input_sentence_size=0,  # use every sentence ...
                 shuffle_input_sentence=False,  # ... in the given order: deterministic
@@ -167,6 +170,13 @@ class Vocab:
     @property
     def eos_id(self) -> int:
         return EOS_ID
+
+    def piece_id(self, piece: str) -> int:
+        """The id of ``piece``; ``KeyError`` if the vocabulary has no such piece."""
+        i = self.sp.piece_to_id(piece)
+        if i == UNK_ID and piece != "<unk>":
+            raise KeyError(f"the vocabulary has no piece {piece!r}")
+        return int(i)
 
     def encode(self, text: str) -> list[int]:
         """The ids of one sentence, without ``<s>`` or ``</s>`` (batching adds those)."""
