@@ -13,6 +13,7 @@ from ..autograd import Function
 from ..backend import array_module as _xp
 from ..dtypes import default_float
 from ..special import erf as _erf
+from ..special import erf_single as _erf_single
 from ..tensor import Tensor, _coerce
 from .reduce import sum_to
 from .shapes import broadcast_shape
@@ -294,30 +295,77 @@ _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 class Gelu(Function):
     """Exact: z = x Phi(x) = x/2 (1 + erf(x/sqrt 2)),   dz/dx = Phi(x) + x phi(x), phi the normal pdf.
     Tanh approximation: z = x/2 (1 + tanh(u)), u = sqrt(2/pi)(x + 0.044715 x^3),
-    dz/dx = (1 + tanh u)/2 + x/2 (1 - tanh^2 u) sqrt(2/pi)(1 + 3 * 0.044715 x^2)."""
+    dz/dx = (1 + tanh u)/2 + x/2 (1 - tanh^2 u) sqrt(2/pi)(1 + 3 * 0.044715 x^2).
+    Both directions are array code; backward is one ``GeluBackward`` node."""
 
     def forward(self, x: Any, approximate: str) -> Any:
-        xp = _xp(x)
         self.approximate = approximate
         self.save_for_backward(x)
-        if approximate == "tanh":
-            inner = xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
-        else:
-            inner = _erf(x * (1 / math.sqrt(2)), xp)
-        inner += 1
-        inner *= 0.5
-        return x * inner
+        return x * _gelu_cdf(x, approximate)
 
     def backward(self, g: Tensor) -> Tensor:
         (x,) = self.saved_tensors
+        return GeluBackward.apply(g, x, approximate=self.approximate)
+
+
+class GeluBackward(Function):
+    """z = g * d(x), d = gelu' (see ``Gelu``).   dz/dg = d(x);  dz/dx = g d'(x), with d' = phi(x) (2 - x^2) for
+    the exact GELU and (1 - t^2)(k - x t k^2 + 3 sqrt(2/pi) 0.044715 x^2), t = tanh u, k = du/dx, for the tanh one."""
+
+    def forward(self, g: Any, x: Any, approximate: str) -> Any:
+        self.approximate = approximate
+        self.save_for_backward(g, x)
+        d = _gelu_cdf(x, approximate)
+        if approximate == "tanh":  # d = (1 + t)/2 + x/2 (1 - t^2) k, and cdf = (1 + t)/2, so 1 - t^2 = 4 cdf (1 - cdf)
+            k = x * x
+            k *= 3 * 0.044715 * _SQRT_2_OVER_PI
+            k += _SQRT_2_OVER_PI
+            k *= x
+            k *= d
+            k *= 1 - d
+            k *= 2
+        else:  # d = Phi + x phi
+            k = x * x
+            k *= -0.5
+            k = _xp(x).exp(k)
+            k *= x
+            k *= 1 / math.sqrt(2 * math.pi)
+        d += k
+        d *= g
+        return d
+
+    def backward(self, u: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        g, x = self.saved_tensors
         if self.approximate == "tanh":
             t = tanh((x + x * x * x * 0.044715) * _SQRT_2_OVER_PI)
-            d = (t + 1) * 0.5 + x * 0.5 * (1 - t * t) * _SQRT_2_OVER_PI * (x * x * (3 * 0.044715) + 1)
+            k = (x * x * (3 * 0.044715) + 1) * _SQRT_2_OVER_PI
+            d = (t + 1) * 0.5 + x * 0.5 * (1 - t * t) * k
+            slope = (1 - t * t) * (k - x * t * k * k + x * x * (3 * 0.044715 * _SQRT_2_OVER_PI))
         else:
-            cdf = (erf(x * (1 / math.sqrt(2))) + 1) * 0.5
             pdf = exp(x * x * -0.5) * (1 / math.sqrt(2 * math.pi))
-            d = cdf + x * pdf
-        return g * d
+            d = (erf(x * (1 / math.sqrt(2))) + 1) * 0.5 + x * pdf
+            slope = pdf * (2 - x * x)
+        dg = u * d if self.needs_input_grad[0] else None
+        dx = u * g * slope if self.needs_input_grad[1] else None
+        return dg, dx
+
+
+def _gelu_cdf(x: Any, approximate: str) -> Any:
+    """Phi(x) = (1 + erf(x / sqrt 2)) / 2, or its tanh approximation (1 + tanh u) / 2, as a new array.
+    A float32 x gets erf in float32 (``erf_single``, within 4.2e-7), as PyTorch computes it."""
+    xp = _xp(x)
+    if approximate == "tanh":
+        inner = x * x
+        inner *= 0.044715
+        inner += 1
+        inner *= x
+        inner *= _SQRT_2_OVER_PI
+        inner = xp.tanh(inner)
+    else:
+        inner = _erf_single(x * (1 / math.sqrt(2)), xp)
+    inner += 1
+    inner *= 0.5
+    return inner
 
 
 # ---- comparisons that carry gradient ---------------------------------------------------------------------
