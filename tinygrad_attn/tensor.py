@@ -43,13 +43,13 @@ class Tensor:
         self._version = autograd.VersionCounter()
         self._base: Tensor | None = None  # for a view: the tensor that owns the memory
         self._base_fn: Any = None  # for a view: the base's grad_fn when the view was taken
-        self._hooks: list[Callable] = []
+        self._hooks: Sequence[Callable] = ()  # a list once register_hook adds one
 
     @classmethod
     def _make(cls, data: Any, requires_grad: bool = False, grad_fn: Any = None) -> Tensor:
         """Wrap an array without copying or checking (used by ops: the fast path)."""
-        if isinstance(data, np.generic):  # NumPy gives scalars for 0-d results; tensors hold (writable) arrays
-            data = np.asarray(data)
+        if type(data) is not np.ndarray and isinstance(data, np.generic):
+            data = np.asarray(data)  # NumPy gives scalars for 0-d results; tensors hold (writable) arrays
         t = object.__new__(cls)
         t._init(data, requires_grad, grad_fn)
         return t
@@ -206,7 +206,12 @@ class Tensor:
         the gradient. Returns a function that removes the hook."""
         if not self.requires_grad:
             raise RuntimeError("cannot register a hook on a tensor that does not require grad")
-        hooks = self._hooks if self.grad_fn is None else self.grad_fn.hooks
+        # the first hook replaces the shared empty default with a list of this tensor's own
+        if self.grad_fn is None:
+            hooks = self._hooks = self._hooks if isinstance(self._hooks, list) else []
+        else:
+            node = self.grad_fn
+            hooks = node.hooks = node.hooks if isinstance(node.hooks, list) else []
         hooks.append(hook)
         return lambda: hooks.remove(hook) if hook in hooks else None
 
