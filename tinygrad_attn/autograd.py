@@ -190,7 +190,7 @@ class Function:
                 "already freed. Pass retain_graph=True to the first backward() (or autograd.grad) "
                 "if you need to backward through the graph twice."
             )
-        return tuple(s.unpack(self) for s in self._saved)
+        return tuple([s.unpack(self) for s in self._saved])
 
     def release(self) -> None:
         """Drop everything saved for backward (called once the engine has used this node)."""
@@ -204,11 +204,14 @@ class Function:
         (a non-floating-point output is never recorded: it has no gradient)."""
         Tensor = _tensor_module.Tensor
         record = False
+        on_cpu = True  # every input a NumPy array: then all are on the one CPU device
         for t in inputs:
             if type(t) is not Tensor and not isinstance(t, Tensor):
                 raise TypeError(f"{cls.__name__} expects Tensor inputs, got {type(t).__name__}")
             if t.requires_grad:
                 record = True
+            if type(t.data) is not _ndarray:
+                on_cpu = False
             if t._base is not None and t._base.grad_fn is not t._base_fn and _grad_enabled:
                 raise RuntimeError(
                     f"{cls.__name__}: an input of shape {tuple(t.shape)} is a view of a tensor that was changed "
@@ -216,7 +219,7 @@ class Function:
                     "Take the view again after the in-place change."
                 )
         record = record and _grad_enabled
-        if len(inputs) > 1:
+        if not on_cpu and len(inputs) > 1:
             _check_same_device(cls.__name__, inputs)
         fn = cls()
         if record:
@@ -224,7 +227,7 @@ class Function:
         else:
             fn.needs_input_grad = _NO_GRADS[len(inputs)] if len(inputs) < len(_NO_GRADS) else (False,) * len(inputs)
         arrays = [t.data for t in inputs]
-        if not arrays or type(arrays[0]) is _ndarray:
+        if on_cpu:
             raw = fn.forward(*arrays, **params)
         else:  # a GPU computes on its current device: make it the inputs' (cuda:1 data launches on GPU 1)
             with on_device_of(arrays[0]):
@@ -263,13 +266,6 @@ def _save(array: Any, inputs: Sequence[Tensor], raw_out: Any, out: Tensor) -> Sa
 
 
 def _check_same_device(op: str, inputs: Sequence[Tensor]) -> None:
-    first = type(inputs[0].data)
-    if first is _ndarray:  # fast path (a hot one): NumPy arrays all live on the CPU
-        for t in inputs:
-            if type(t.data) is not first:
-                break
-        else:
-            return
     devices = [device_of(t.data) for t in inputs]
     if any(d != devices[0] for d in devices):
         names = ", ".join(f"{str(d)} {tuple(t.shape)}" for d, t in zip(devices, inputs))
@@ -404,7 +400,8 @@ def run_backward(
                     continue
                 if isinstance(nxt, Function):
                     if gi is not None:
-                        gi = _check_grad(node, nxt.output_shape, nxt.output_dtype, gi)
+                        if gi.data.shape != nxt.output_shape or gi.data.dtype != nxt.output_dtype:
+                            gi = _check_grad(node, nxt.output_shape, nxt.output_dtype, gi)
                         if nxt in grads:
                             grads[nxt] = add(grads[nxt], gi, nxt in owned)
                             owned.add(nxt)

@@ -51,7 +51,8 @@ class Tensor:
         if type(data) is not np.ndarray and isinstance(data, np.generic):
             data = np.asarray(data)  # NumPy gives scalars for 0-d results; tensors hold (writable) arrays
         t = object.__new__(cls)
-        t._init(data, requires_grad, grad_fn)
+        t.data, t.requires_grad, t.grad, t.grad_fn = data, requires_grad, None, grad_fn  # _init, inlined: once per op
+        t._version, t._base, t._base_fn, t._hooks = autograd.VersionCounter(), None, None, ()
         return t
 
     # ---- basic attributes -------------------------------------------------------------------------
@@ -316,25 +317,25 @@ class Tensor:
 
     # ---- arithmetic ---------------------------------------------------------------------------------
     def __add__(self, other: Any) -> Tensor:
-        return elementwise.add(self, _coerce(other, self))
+        return elementwise.add(self, other)
 
     def __radd__(self, other: Any) -> Tensor:
         return elementwise.add(_coerce(other, self), self)
 
     def __sub__(self, other: Any) -> Tensor:
-        return elementwise.sub(self, _coerce(other, self))
+        return elementwise.sub(self, other)
 
     def __rsub__(self, other: Any) -> Tensor:
         return elementwise.sub(_coerce(other, self), self)
 
     def __mul__(self, other: Any) -> Tensor:
-        return elementwise.mul(self, _coerce(other, self))
+        return elementwise.mul(self, other)
 
     def __rmul__(self, other: Any) -> Tensor:
         return elementwise.mul(_coerce(other, self), self)
 
     def __truediv__(self, other: Any) -> Tensor:
-        return elementwise.div(self, _coerce(other, self))
+        return elementwise.div(self, other)
 
     def __rtruediv__(self, other: Any) -> Tensor:
         return elementwise.div(_coerce(other, self), self)

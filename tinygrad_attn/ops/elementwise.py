@@ -36,6 +36,13 @@ def _promote(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return x, y
 
 
+def _operands(x: Tensor, y: Any) -> tuple[Tensor, Tensor]:
+    """The two operands of a binary op: y made a tensor like x (``_coerce``), then both promoted (``_promote``)."""
+    if isinstance(y, Tensor) and x.data.dtype is y.data.dtype:  # fast path (the hot one): nothing to do
+        return x, y
+    return _promote(x, _coerce(y, x))
+
+
 def _floating(x: Tensor) -> Tensor:
     """Integer and bool inputs of float math (exp, sqrt, ...) become the default float, as in PyTorch
     (NumPy would give float64)."""
@@ -467,21 +474,21 @@ class Clone(Function):
 
 
 def add(x: Tensor, y: Any) -> Tensor:
-    return Add.apply(*_promote(x, _coerce(y, x)))
+    return Add.apply(*_operands(x, y))
 
 
 def sub(x: Tensor, y: Any) -> Tensor:
-    return Sub.apply(*_promote(x, _coerce(y, x)))
+    return Sub.apply(*_operands(x, y))
 
 
 def mul(x: Tensor, y: Any) -> Tensor:
-    return Mul.apply(*_promote(x, _coerce(y, x)))
+    return Mul.apply(*_operands(x, y))
 
 
 def div(x: Tensor, y: Any) -> Tensor:
     if x.dtype.kind in "iub" and (not isinstance(y, Tensor) or y.dtype.kind in "iub"):
         x = cast(x, default_float)  # true division of integers gives floats, as in PyTorch
-    return Div.apply(*_promote(x, _coerce(y, x)))
+    return Div.apply(*_operands(x, y))
 
 
 def neg(x: Tensor) -> Tensor:
@@ -544,11 +551,11 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
 
 
 def maximum(x: Tensor, y: Any) -> Tensor:
-    return Maximum.apply(*_promote(x, _coerce(y, x)))
+    return Maximum.apply(*_operands(x, y))
 
 
 def minimum(x: Tensor, y: Any) -> Tensor:
-    return Minimum.apply(*_promote(x, _coerce(y, x)))
+    return Minimum.apply(*_operands(x, y))
 
 
 def where(cond: Tensor, x: Any, y: Any) -> Tensor:
