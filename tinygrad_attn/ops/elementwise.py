@@ -303,41 +303,42 @@ class Gelu(Function):
     """Exact: z = x Phi(x) = x/2 (1 + erf(x/sqrt 2)),   dz/dx = Phi(x) + x phi(x), phi the normal pdf.
     Tanh approximation: z = x/2 (1 + tanh(u)), u = sqrt(2/pi)(x + 0.044715 x^3),
     dz/dx = (1 + tanh u)/2 + x/2 (1 - tanh^2 u) sqrt(2/pi)(1 + 3 * 0.044715 x^2).
-    Both directions are array code; backward is one ``GeluBackward`` node."""
+    Both directions are array code; backward is one ``GeluBackward`` node. Forward keeps Phi(x) (its tanh
+    approximation) besides x, so that backward does not evaluate erf again."""
 
     def forward(self, x: Any, approximate: str) -> Any:
         self.approximate = approximate
-        self.save_for_backward(x)
-        return x * _gelu_cdf(x, approximate)
+        cdf = _gelu_cdf(x, approximate)
+        self.save_for_backward(x, cdf)
+        return x * cdf
 
     def backward(self, g: Tensor) -> Tensor:
-        (x,) = self.saved_tensors
-        return GeluBackward.apply(g, x, approximate=self.approximate)
+        x, cdf = self.saved_tensors
+        return GeluBackward.apply(g, x, approximate=self.approximate, cdf=cdf.data)
 
 
 class GeluBackward(Function):
     """z = g * d(x), d = gelu' (see ``Gelu``).   dz/dg = d(x);  dz/dx = g d'(x), with d' = phi(x) (2 - x^2) for
-    the exact GELU and (1 - t^2)(k - x t k^2 + 3 sqrt(2/pi) 0.044715 x^2), t = tanh u, k = du/dx, for the tanh one."""
+    the exact GELU and (1 - t^2)(k - x t k^2 + 3 sqrt(2/pi) 0.044715 x^2), t = tanh u, k = du/dx, for the tanh one.
+    ``cdf``: Phi(x) (or (1 + t)/2) as ``Gelu`` computed it; a constant here, rebuilt from x for the derivatives."""
 
-    def forward(self, g: Any, x: Any, approximate: str) -> Any:
+    def forward(self, g: Any, x: Any, approximate: str, cdf: Any) -> Any:
         self.approximate = approximate
         self.save_for_backward(g, x)
-        d = _gelu_cdf(x, approximate)
+        d = x * x
         if approximate == "tanh":  # d = (1 + t)/2 + x/2 (1 - t^2) k, and cdf = (1 + t)/2, so 1 - t^2 = 4 cdf (1 - cdf)
-            k = x * x
-            k *= 3 * 0.044715 * _SQRT_2_OVER_PI
-            k += _SQRT_2_OVER_PI
-            k *= x
-            k *= d
-            k *= 1 - d
-            k *= 2
+            d *= 3 * 0.044715 * _SQRT_2_OVER_PI
+            d += _SQRT_2_OVER_PI
+            d *= x
+            d *= cdf
+            d *= 1 - cdf
+            d *= 2
         else:  # d = Phi + x phi
-            k = x * x
-            k *= -0.5
-            k = _xp(x).exp(k)
-            k *= x
-            k *= 1 / math.sqrt(2 * math.pi)
-        d += k
+            d *= -0.5
+            d = _xp(x).exp(d)
+            d *= x
+            d *= 1 / math.sqrt(2 * math.pi)
+        d += cdf
         d *= g
         return d
 
