@@ -205,12 +205,15 @@ class Function:
         Tensor = _tensor_module.Tensor
         record = False
         on_cpu = True  # every input a NumPy array: then all are on the one CPU device
+        arrays = []
         for t in inputs:
             if type(t) is not Tensor and not isinstance(t, Tensor):
                 raise TypeError(f"{cls.__name__} expects Tensor inputs, got {type(t).__name__}")
+            data = t.data
+            arrays.append(data)
             if t.requires_grad:
                 record = True
-            if type(t.data) is not _ndarray:
+            if type(data) is not _ndarray:
                 on_cpu = False
             if t._base is not None and t._base.grad_fn is not t._base_fn and _grad_enabled:
                 raise RuntimeError(
@@ -224,9 +227,10 @@ class Function:
         fn = cls()
         if record:
             fn.needs_input_grad = tuple([t.requires_grad for t in inputs])
+        elif len(inputs) < len(_NO_GRADS):
+            fn.needs_input_grad = _NO_GRADS[len(inputs)]
         else:
-            fn.needs_input_grad = _NO_GRADS[len(inputs)] if len(inputs) < len(_NO_GRADS) else (False,) * len(inputs)
-        arrays = [t.data for t in inputs]
+            fn.needs_input_grad = (False,) * len(inputs)
         if on_cpu:
             raw = fn.forward(*arrays, **params)
         else:  # a GPU computes on its current device: make it the inputs' (cuda:1 data launches on GPU 1)

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import autograd
 from . import dtypes as _dtypes
+from .autograd import VersionCounter as _VersionCounter
 from .backend import Device, array_module, device, device_of, module_for, on_device_of, scalar_like, to_device
 
 
@@ -50,9 +51,15 @@ class Tensor:
         """Wrap an array without copying or checking (used by ops: the fast path)."""
         if type(data) is not np.ndarray and isinstance(data, np.generic):
             data = np.asarray(data)  # NumPy gives scalars for 0-d results; tensors hold (writable) arrays
-        t = object.__new__(cls)
-        t.data, t.requires_grad, t.grad, t.grad_fn = data, requires_grad, None, grad_fn  # _init, inlined: once per op
-        t._version, t._base, t._base_fn, t._hooks = autograd.VersionCounter(), None, None, ()
+        t = object.__new__(cls)  # what _init does, inlined (this runs once per op)
+        t.data = data
+        t.requires_grad = requires_grad
+        t.grad = None
+        t.grad_fn = grad_fn
+        t._version = _VersionCounter()
+        t._base = None
+        t._base_fn = None
+        t._hooks = ()
         return t
 
     # ---- basic attributes -------------------------------------------------------------------------
@@ -688,11 +695,8 @@ def _coerce(x: Any, like: Tensor) -> Tensor:
     if isinstance(x, Tensor):
         return x
     if isinstance(x, (bool, int, float)):
-        if like.dtype.kind == "f" or (isinstance(x, int) and like.dtype.kind in "iu"):
-            dt = like.dtype
-        elif isinstance(x, bool):
-            dt = like.dtype
-        else:
+        dt = like.data.dtype
+        if not (dt.kind == "f" or isinstance(x, bool) or (isinstance(x, int) and dt.kind in "iu")):
             dt = _dtypes.default_float
         return Tensor._make(scalar_like(x, dt, like.data))
     if isinstance(x, (list, tuple)) or hasattr(x, "__array_priority__") or isinstance(x, np.generic):
