@@ -60,13 +60,14 @@ import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from models.transformer import PRESETS, Transformer
 from models.translator.data import parse_direction
 
+T = TypeVar("T")  # any config dataclass: the readers below fill the language model's config too (models/lm)
 CONFIG_NAME = "config.yaml"  # the resolved config inside a run directory
 SCHEDULES = ("noam", "cosine")
 PRECISIONS = ("fp32", "fp16")
@@ -218,8 +219,9 @@ def load(path: str | os.PathLike[str] | None = None, overrides: Iterable[str] = 
     return config
 
 
-def save(config: Config, path: str | os.PathLike[str]) -> Path:
-    """Write ``config`` as YAML (atomically: a temporary file renamed into place)."""
+def save(config: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``config`` (a config dataclass with ``to_dict``) as YAML (atomically: a temporary file renamed
+    into place)."""
     path = Path(path)
     if path.suffix == "" or path.is_dir():
         path = path / CONFIG_NAME
@@ -230,7 +232,7 @@ def save(config: Config, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def dump(config: Config) -> str:
+def dump(config: Any) -> str:
     """The config as YAML text, sections in their natural order."""
     return yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
 
@@ -251,7 +253,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(config: Config, overrides: Iterable[str]) -> Config:
+def apply_overrides(config: T, overrides: Iterable[str]) -> T:
     """Apply ``"section.key=value"`` strings in order (later ones win). Does not validate."""
     for text in overrides:
         keys, value = parse_override(text)
@@ -268,6 +270,13 @@ def set_value(config: Config, dotted_key: str, value: Any) -> Config:
     for k in reversed(dotted_key.split(".")):
         nested = {k: nested}
     _update(config, nested, dotted_key)
+    return config
+
+
+def fill(config: T, data: Mapping[str, Any], where: str = "config") -> T:
+    """Copy the nested mapping ``data`` onto the config dataclass ``config``, checking keys and types (not
+    ranges); returns ``config``."""
+    _update(config, data, where)
     return config
 
 

@@ -112,14 +112,15 @@ def sha256_of(path: str | os.PathLike[str]) -> str:
 _verified: set[tuple[str, int, int]] = set()
 
 
-def verify_file(path: str | os.PathLike[str]) -> None:
-    """Check a Multi30k file against ``SHA256SUMS``; raise ``ChecksumError`` on a mismatch.
+def verify_file(path: str | os.PathLike[str], sha256: str | None = None) -> None:
+    """Check a file against ``sha256`` (default: the Multi30k sum for its name in ``SHA256SUMS``); raise
+    ``ChecksumError`` on a mismatch.
 
     The result is remembered per process (keyed by path, size and modification time), so
     calling this again for an unchanged file costs one ``stat``.
     """
     path = Path(path)
-    expected = SHA256SUMS.get(path.name)
+    expected = sha256 if sha256 is not None else SHA256SUMS.get(path.name)
     if expected is None:
         raise ChecksumError(f"{path}: no known SHA-256 for a file named {path.name!r}")
     st = path.stat()
@@ -130,20 +131,23 @@ def verify_file(path: str | os.PathLike[str]) -> None:
     if actual != expected:
         raise ChecksumError(
             f"checksum mismatch for {path}:\n  expected sha256 {expected}\n  actual   sha256 {actual}\n"
-            "The file is corrupt or not the upstream Multi30k file. Delete it to download it again, "
+            "The file is corrupt or not the upstream file. Delete it to download it again, "
             "or pass verify=False if this is a data folder you made yourself."
         )
     _verified.add(key)
 
 
-def download_file(name: str, dest_dir: str | os.PathLike[str], url: str | None = None) -> Path:
-    """Download one Multi30k file into ``dest_dir`` and verify it; return its path.
+def download_file(name: str, dest_dir: str | os.PathLike[str], url: str | None = None,
+                  sha256: str | None = None) -> Path:
+    """Download one file into ``dest_dir`` as ``name`` and verify it; return its path. Without ``url`` and
+    ``sha256``: a Multi30k file from ``UPSTREAM_URL``, checked against ``SHA256SUMS``.
 
     The bytes go to a temporary file in ``dest_dir`` that is renamed into place only after the
     checksum matches, so an interrupted or corrupted download never leaves a partial file behind.
     """
-    if name not in SHA256SUMS:
+    if sha256 is None and name not in SHA256SUMS:
         raise ValueError(f"{name!r} is not a Multi30k task 1 file")
+    expected = sha256 if sha256 is not None else SHA256SUMS[name]
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     url = url or UPSTREAM_URL.format(name=name)
@@ -160,15 +164,14 @@ def download_file(name: str, dest_dir: str | os.PathLike[str], url: str | None =
             except (urllib.error.URLError, OSError) as e:
                 raise DownloadError(
                     f"could not download {url}: {e}\n"
-                    f"Without internet, get the Multi30k task 1 files ({name} and the rest of "
-                    f"<split>.<lang>.gz) some other way and pass their folder with --data-dir DIR "
+                    f"Without internet, get {name} some other way and pass its folder with --data-dir DIR "
                     f"(or data_dir=...), or set the environment variable {ENV_VAR}=DIR."
                 ) from e
         actual = digest.hexdigest()
-        if actual != SHA256SUMS[name]:
+        if actual != expected:
             raise ChecksumError(
                 f"checksum mismatch for {name} downloaded from {url}:\n"
-                f"  expected sha256 {SHA256SUMS[name]}\n  actual   sha256 {actual}\n"
+                f"  expected sha256 {expected}\n  actual   sha256 {actual}\n"
                 "The download was discarded."
             )
         final = dest_dir / name

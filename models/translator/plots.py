@@ -34,33 +34,37 @@ def _series(records: Iterable[dict[str, Any]], kind: str, key: str, x: str = "st
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def plot_curves(records: Sequence[dict[str, Any]], path: str | os.PathLike[str], title: str = "") -> Path:
-    """Save a 2x2 figure of loss, BLEU (by step and by training minutes) and learning rate to ``path``.
+def plot_curves(records: Sequence[dict[str, Any]], path: str | os.PathLike[str], title: str = "",
+                score_key: str = "bleu", score_label: str = "sacreBLEU",
+                loss_label: str = "label-smoothed") -> Path:
+    """Save a 2x2 figure of loss, the validation score (by step and by training minutes) and learning rate.
 
     ``records`` are metrics as written by training: ``kind == "train"`` rows carry ``loss`` and ``lr``,
-    ``kind == "eval"`` rows ``val_loss`` and ``bleu``; all carry ``step`` and ``train_seconds``.
+    ``kind == "eval"`` rows ``val_loss`` and the score ``score_key`` (the translator's ``bleu``, a language
+    model's ``val_bpc``); all carry ``step`` and ``train_seconds``.
     """
     fig = Figure(figsize=(11, 7.5))
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.07, top=0.92, wspace=0.22, hspace=0.35)
-    (ax_loss, ax_bleu), (ax_time, ax_lr) = fig.subplots(2, 2)
+    (ax_loss, ax_score), (ax_time, ax_lr) = fig.subplots(2, 2)
 
-    ax_loss.plot(*_series(records, "train", "loss"), label="train (label-smoothed)", lw=1)
-    ax_loss.plot(*_series(records, "eval", "val_loss"), "o-", label="validation (label-smoothed)", ms=3)
+    note = f" ({loss_label})" if loss_label else ""
+    ax_loss.plot(*_series(records, "train", "loss"), label=f"train{note}", lw=1)
+    ax_loss.plot(*_series(records, "eval", "val_loss"), "o-", label=f"validation{note}", ms=3)
     ax_loss.set(xlabel="step", ylabel="loss per target token", title="Loss")
     ax_loss.legend()
 
-    ax_bleu.plot(*_series(records, "eval", "bleu"), "o-", color="C2", ms=3)
-    ax_bleu.set(xlabel="step", ylabel="sacreBLEU", title="Validation BLEU (greedy)")
+    ax_score.plot(*_series(records, "eval", score_key), "o-", color="C2", ms=3)
+    ax_score.set(xlabel="step", ylabel=score_label, title=f"Validation {score_label}")
 
-    minutes, bleu = _series(records, "eval", "bleu", x="train_seconds")
-    ax_time.plot([s / 60 for s in minutes], bleu, "o-", color="C2", ms=3)
-    ax_time.set(xlabel="training minutes", ylabel="sacreBLEU", title="Validation BLEU vs time")
+    minutes, score = _series(records, "eval", score_key, x="train_seconds")
+    ax_time.plot([s / 60 for s in minutes], score, "o-", color="C2", ms=3)
+    ax_time.set(xlabel="training minutes", ylabel=score_label, title=f"Validation {score_label} vs time")
 
     ax_lr.plot(*_series(records, "train", "lr"), color="C3", lw=1)
     ax_lr.set(xlabel="step", ylabel="learning rate", title="Learning rate")
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
 
-    for ax in (ax_loss, ax_bleu, ax_time, ax_lr):
+    for ax in (ax_loss, ax_score, ax_time, ax_lr):
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)

@@ -6,12 +6,21 @@ overwriting a run in it.
     ckpt_step<N>.safetensors  step checkpoints, best.safetensors, averaged.safetensors (checkpoints.py)
     metrics.jsonl, train.log  one JSON record per log line or evaluation; the log
     curves.png, results.json  training curves (plots.py); the final scores
+
+The records (``append_jsonl``, ``truncate_metrics``, ``write_json``, ``attach_log_handlers``) are written the
+same way by every model's training loop (the translator's, the language model's).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import sys
 from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
 
 from models.translator import checkpoints as ckpt
 from models.translator.config import CONFIG_NAME
@@ -55,3 +64,49 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path | None
     for p in existing:
         p.unlink()
     return None
+
+
+# ---- the run's records --------------------------------------------------------------------------------
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Add one JSON record as a line of ``path`` (metrics.jsonl)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after ``step`` (by a run killed after its last checkpoint)."""
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as f:
+        keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(keep), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically (a temporary file renamed into place)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class TqdmHandler(logging.Handler):
+    """Console log lines that do not break the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def attach_log_handlers(run_dir: Path, console: bool, logger: logging.Logger) -> list[logging.Handler]:
+    """Send ``logger``'s records to ``<run_dir>/train.log`` (timestamped) and, with ``console``, to stderr."""
+    handlers: list[logging.Handler] = [logging.FileHandler(run_dir / LOG_NAME, encoding="utf-8")]
+    handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    if console:
+        handlers.append(TqdmHandler())
+        handlers[-1].setFormatter(logging.Formatter("%(message)s"))
+    for h in handlers:
+        logger.addHandler(h)
+    return handlers

@@ -29,7 +29,6 @@ steps ran, before the stop and after it.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -52,7 +51,17 @@ from models.translator.data import load_pairs
 from models.translator.evaluate import format_scores, score
 from models.translator.machine import peak_rss_mb, resolve_device
 from models.translator.parallel import GradientWorkers, usable_workers
-from models.translator.run_dir import CURVES_NAME, LOG_NAME, METRICS_NAME, RESULTS_NAME, VOCAB_NAME, prepare_run_dir
+from models.translator.run_dir import (
+    CURVES_NAME,
+    METRICS_NAME,
+    RESULTS_NAME,
+    VOCAB_NAME,
+    append_jsonl,
+    attach_log_handlers,
+    prepare_run_dir,
+    truncate_metrics,
+    write_json,
+)
 from models.translator.step import build, make_optimizer, make_scaler, train_step
 from models.translator.vocab import Vocab
 
@@ -98,49 +107,6 @@ def validation_loss(model: Transformer, batcher: TokenBatcher, config: Config,
             plain += float(model.loss(logits, tgt_out, label_smoothing=0.0)[0].item())
             n += b.n_tgt_tokens
     return smoothed / max(n, 1), plain / max(n, 1)
-
-
-# ---- the run's records --------------------------------------------------------------------------------
-
-
-def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records logged after ``step`` (by a run killed after its last checkpoint)."""
-    if not path.is_file():
-        return
-    with open(path, encoding="utf-8") as f:
-        keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(keep), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-class _TqdmHandler(logging.Handler):
-    """Console log lines that do not break the progress bar."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        tqdm.write(self.format(record), file=sys.stderr)
-
-
-def _attach_log_handlers(run_dir: Path, console: bool) -> list[logging.Handler]:
-    handlers: list[logging.Handler] = [logging.FileHandler(run_dir / LOG_NAME, encoding="utf-8")]
-    handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-    if console:
-        handlers.append(_TqdmHandler())
-        handlers[-1].setFormatter(logging.Formatter("%(message)s"))
-    for h in handlers:
-        run_log.addHandler(h)
-    return handlers
 
 
 def _check_resumable(config: Config, saved: dict[str, Any]) -> None:
@@ -201,7 +167,7 @@ def train(config: Config, run_dir: str | os.PathLike[str], *, resume: bool = Fal
     config = cfg.resolve(config)
     device = resolve_device(config.device)
     resume_from = prepare_run_dir(run_dir, resume, overwrite)
-    handlers = _attach_log_handlers(run_dir, console)
+    handlers = attach_log_handlers(run_dir, console, run_log)
     level, propagate = run_log.level, run_log.propagate
     run_log.setLevel(logging.INFO)
     run_log.propagate = False  # the run's own handlers write its records, not the root logger's as well
@@ -280,7 +246,7 @@ class _Run:
                 ta.random.set_rng_state(saved.rng)
             known = {k: v for k, v in saved.progress.items() if k in Progress.__dataclass_fields__}
             self.progress = Progress(**known)
-            _truncate_metrics(self.metrics_path, self.progress.step)
+            truncate_metrics(self.metrics_path, self.progress.step)
             log.info("resumed from %s at step %d (epoch %d, batch %d)", saved.path.name, self.progress.step,
                      self.progress.epoch + 1, self.progress.batch_in_epoch)
         n_params = sum(p.numel() for p in self.model.parameters())
@@ -313,7 +279,7 @@ class _Run:
                   "val_ppl": round(math.exp(min(val_nll, 50.0)), 3), "bleu": round(scores["bleu"], 3),
                   "chrf": round(scores["chrf"], 3), "n_sentences": len(pairs),
                   "train_seconds": round(p.train_seconds, 2), "eval_seconds": round(time.perf_counter() - start, 2)}
-        _append_jsonl(self.metrics_path, record)
+        append_jsonl(self.metrics_path, record)
         improved = scores["bleu"] > p.best_bleu
         if improved:
             p.best_bleu, p.best_step = scores["bleu"], p.step
@@ -369,7 +335,7 @@ class _Run:
                     record = {"kind": "train", "step": p.step, "epoch": p.epoch, "loss": round(window_loss /
                               window_tokens, 5), "lr": lr, "tgt_tokens_per_s": round(window_tokens / window_seconds, 1),
                               "train_seconds": round(p.train_seconds, 2)}
-                    _append_jsonl(self.metrics_path, record)
+                    append_jsonl(self.metrics_path, record)
                     log.info("step %d epoch %d: loss %.3f, lr %.3g, %.0f target tokens/s, %.1f min", p.step,
                              p.epoch + 1, record["loss"], lr, record["tgt_tokens_per_s"], p.train_seconds / 60)
                     window_loss = window_tokens = window_seconds = 0.0
@@ -420,6 +386,6 @@ class _Run:
                 log.info("%s %s (%d sentences, %.1f sentences/s):\n%s", split, name, s["n_sentences"],
                          s["sentences_per_s"], format_scores(s))
         results["peak_rss_mb"] = round(self.peak_rss_mb(), 1)
-        _write_json(self.run_dir / RESULTS_NAME, results)
+        write_json(self.run_dir / RESULTS_NAME, results)
         log.info("results: %s", self.run_dir / RESULTS_NAME)
         return results
