@@ -390,7 +390,7 @@ def run_backward(
                 else:
                     with on_device_of(g.data):
                         input_grads = node.backward(g)
-                if type(input_grads) is not tuple:
+                if not isinstance(input_grads, tuple):
                     input_grads = (input_grads,)
                 if len(input_grads) != len(node.next_functions):
                     raise RuntimeError(f"{node.name} returned {len(input_grads)} gradients for "

@@ -21,7 +21,6 @@ import numpy as np
 
 from . import autograd
 from . import dtypes as _dtypes
-from .autograd import VersionCounter as _VersionCounter
 from .backend import Device, array_module, device, device_of, module_for, on_device_of, scalar_like, to_device
 
 
@@ -56,7 +55,7 @@ class Tensor:
         t.requires_grad = requires_grad
         t.grad = None
         t.grad_fn = grad_fn
-        t._version = _VersionCounter()
+        t._version = autograd.VersionCounter()
         t._base = None
         t._base_fn = None
         t._hooks = ()
