@@ -404,7 +404,9 @@ def run_backward(
                     continue
                 if isinstance(nxt, Function):
                     if gi is not None:
-                        if gi.data.shape != nxt.output_shape or gi.data.dtype != nxt.output_dtype:
+                        data = gi.data
+                        if data.shape != nxt.output_shape or (data.dtype is not nxt.output_dtype
+                                                              and data.dtype != nxt.output_dtype):
                             gi = _check_grad(node, nxt.output_shape, nxt.output_dtype, gi)
                         if nxt in grads:
                             grads[nxt] = add(grads[nxt], gi, nxt in owned)
