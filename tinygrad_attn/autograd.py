@@ -205,14 +205,19 @@ class Function:
         Tensor = _tensor_module.Tensor
         record = False
         on_cpu = True  # every input a NumPy array: then all are on the one CPU device
-        arrays = []
+        arrays, requires, nexts = [], [], []  # per input: its array, requires_grad, where its gradient goes
         for t in inputs:
             if type(t) is not Tensor and not isinstance(t, Tensor):
                 raise TypeError(f"{cls.__name__} expects Tensor inputs, got {type(t).__name__}")
             data = t.data
             arrays.append(data)
-            if t.requires_grad:
+            requires_grad = t.requires_grad
+            requires.append(requires_grad)
+            if requires_grad:
                 record = True
+                nexts.append(t.grad_fn if t.grad_fn is not None else t)
+            else:
+                nexts.append(t.grad_fn)  # None for a tensor that needs no gradient
             if type(data) is not _ndarray:
                 on_cpu = False
             if t._base is not None and t._base.grad_fn is not t._base_fn and _grad_enabled:
@@ -226,7 +231,7 @@ class Function:
             _check_same_device(cls.__name__, inputs)
         fn = cls()
         if record:
-            fn.needs_input_grad = tuple([t.requires_grad for t in inputs])
+            fn.needs_input_grad = tuple(requires)
         elif len(inputs) < len(_NO_GRADS):
             fn.needs_input_grad = _NO_GRADS[len(inputs)]
         else:
@@ -243,8 +248,7 @@ class Function:
         if not record or out_data.dtype.kind != "f":  # integer/bool results carry no gradient
             return Tensor._make(out_data)
         out = Tensor._make(out_data, True, fn)
-        fn.next_functions = tuple([t.grad_fn if t.grad_fn is not None else (t if t.requires_grad else None)
-                                   for t in inputs])
+        fn.next_functions = tuple(nexts)
         fn.output_shape, fn.output_dtype = out_data.shape, out_data.dtype
         if fn._to_save:
             fn._saved = tuple([_save(a, inputs, raw, out) for a in fn._to_save])
