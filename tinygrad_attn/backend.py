@@ -235,7 +235,8 @@ def scalar_like(value: Any, dtype: Any, like: Any) -> Any:
     On the CPU the array is read-only and shared: ``x * 0.5`` on every step reuses one (ops never write
     into their inputs). A bounded cache, so that ever-new values (a learning rate schedule) cannot grow it."""
     if isinstance(like, np.ndarray):
-        key = (type(value), value, dtype)  # the type too: 1, 1.0 and True are equal keys otherwise
+        # the type too (1, 1.0 and True are equal keys), and a float by its bits (0.0 and -0.0 are equal keys)
+        key = (type(value), value.hex() if type(value) is float else value, dtype)
         array = _CPU_SCALARS.get(key)
         if array is None:
             array = np.asarray(value, dtype=dtype)
