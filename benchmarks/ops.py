@@ -13,12 +13,21 @@
 2. **Throughput** (large tensors: 1024x1024 matmul, attention-shaped batched matmuls, elementwise ops
    and a sum on 4M elements): milliseconds per call, with tinygrad_attn's forward as a ratio to the
    same NumPy call, and its forward+backward as a ratio to PyTorch's and to hand-written NumPy.
+3. **Transformer block** (a GPT block: pre-LN causal self-attention and a GELU MLP, ``nn.TransformerEncoderLayer``
+   with d_model 128, 4 heads, feed-forward 512, on a (12, 64, 128) batch, nanoGPT's small CPU recipe):
+   milliseconds for forward and for forward + backward, ours against ``torch.nn.TransformerEncoderLayer``
+   with the same weights copied in (checked to give the same gradients first). Needs PyTorch.
 
 Threads: ``--threads N`` (default 1) sets OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS
 before NumPy and PyTorch load their BLAS, and calls ``torch.set_num_threads(N)``, so both libraries use
 the same number of threads. One thread is the default because it gives repeatable figures on a shared
 machine: with more threads than idle cores, PyTorch's OpenMP regions can stall for milliseconds even on
 4x4 tensors, which says nothing about either framework.
+
+Memory: by default the run calls ``ta.keep_freed_memory()`` first, as the training CLIs do, so that the big
+arrays each call frees stay in the process for the next (without it, glibc hands them back to the kernel
+and every call pays page faults to map them in again: on the transformer block that is about 740 faults
+per forward + backward for us and 180 for PyTorch); ``--system-malloc`` leaves malloc alone.
 
 Every figure is the median over ``--repeats`` timed runs of a loop sized to last >= ``--min-time``
 seconds, after warm-up calls, measured with ``time.perf_counter``. The functions being compared run
@@ -50,13 +59,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="BLAS/OpenMP threads for NumPy and PyTorch alike (default 1: see the module docstring)")
     p.add_argument("--repeats", type=int, default=7, help="timed runs per figure (the median is reported)")
     p.add_argument("--min-time", type=float, default=0.05, help="seconds each timed run lasts at least")
-    p.add_argument("--only", choices=["overhead", "throughput"], help="run one of the two parts")
+    p.add_argument("--only", choices=["overhead", "throughput", "block"], help="run one of the three parts")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it is installed")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH ('-': stdout)")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall: time.perf_counter (default); cpu: time.process_time, CPU seconds of this process, "
                         "for a machine shared with other jobs (use with --threads 1)")
     p.add_argument("--quick", action="store_true", help="3 repeats of >= 10 ms: a smoke run, noisy figures")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="leave glibc's malloc as it is (by default the run calls ta.keep_freed_memory(), as the "
+                        "training CLIs do: freed arrays stay in the process for the next call, for both frameworks)")
     return p.parse_args(argv)
 
 
@@ -370,6 +382,79 @@ def run_throughput(repeats: int, min_time: float) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# A transformer block, ours against a PyTorch twin with the same weights
+# ----------------------------------------------------------------------------------------------------------
+
+BLOCK = {"d_model": 128, "nhead": 4, "dim_feedforward": 512, "batch": 12, "seq": 64}
+
+
+class BlockTwins:
+    """A pre-LN GELU ``TransformerEncoderLayer`` (a GPT block) of ours and PyTorch's with the same weights, the
+    same input and output gradient, and closures for forward (causal) and forward + backward."""
+
+    def __init__(self, seed: int = 0) -> None:
+        b = BLOCK
+        kw = dict(dropout=0.0, activation="gelu", norm_first=True, batch_first=True)
+        self.ours = ta.nn.TransformerEncoderLayer(b["d_model"], b["nhead"], b["dim_feedforward"], **kw)
+        self.twin = torch.nn.TransformerEncoderLayer(b["d_model"], b["nhead"], b["dim_feedforward"], **kw)
+        twin_params = dict(self.twin.named_parameters())
+        with torch.no_grad():
+            for name, p in self.ours.named_parameters():
+                twin_params[name].copy_(torch.from_numpy(p.numpy()))
+        rng = np.random.default_rng(seed)
+        shape = (b["batch"], b["seq"], b["d_model"])
+        x, g = rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32)
+        self.x, self.g = ta.tensor(x, requires_grad=True), ta.tensor(g)
+        self.tx, self.tg = torch.tensor(x, requires_grad=True), torch.tensor(g)
+        self.mask = torch.nn.Transformer.generate_square_subsequent_mask(b["seq"])
+
+    def ours_fwd(self) -> Any:
+        return self.ours(self.x, is_causal=True)
+
+    def ours_fwd_bwd(self) -> None:
+        self.ours.zero_grad()
+        self.x.grad = None
+        self.ours_fwd().backward(self.g)
+
+    def torch_fwd(self) -> Any:
+        return self.twin(self.tx, src_mask=self.mask, is_causal=True)
+
+    def torch_fwd_bwd(self) -> None:
+        self.twin.zero_grad(set_to_none=True)
+        self.tx.grad = None
+        self.torch_fwd().backward(self.tg)
+
+    def check(self, tol: float = 1e-4) -> float:
+        """The largest gradient difference (input and every parameter) relative to the gradient's scale;
+        raises if over ``tol``: the timings would compare different computations."""
+        self.ours_fwd_bwd()
+        self.torch_fwd_bwd()
+        pairs = [("input", self.x.grad, self.tx.grad)]
+        twin_params = dict(self.twin.named_parameters())
+        pairs += [(name, p.grad, twin_params[name].grad) for name, p in self.ours.named_parameters()]
+        worst = 0.0
+        for name, ours, theirs in pairs:
+            a, b = ours.numpy(), theirs.numpy()
+            diff = float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-12))
+            if diff > tol:
+                raise AssertionError(f"transformer block: the gradients of {name} differ from PyTorch's by {diff:.2e}")
+            worst = max(worst, diff)
+        return worst
+
+
+def run_block(repeats: int, min_time: float) -> dict:
+    twins = BlockTwins()
+    worst = twins.check()
+    times = measure({"ours_fwd": twins.ours_fwd, "torch_fwd": twins.torch_fwd,
+                     "ours_fwd_bwd": twins.ours_fwd_bwd, "torch_fwd_bwd": twins.torch_fwd_bwd}, repeats, min_time)
+    b = BLOCK
+    row = {"case": f"pre-LN GELU block, ({b['batch']}, {b['seq']}, {b['d_model']}), {b['nhead']} heads",
+           "grad_rel_diff": worst}
+    row.update({f"{k}_ms": v * 1e3 for k, v in times.items()})
+    return row
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Reporting
 # ----------------------------------------------------------------------------------------------------------
 
@@ -413,6 +498,14 @@ def throughput_table(rows: list[dict]) -> str:
     return table(header, body)
 
 
+def block_table(row: dict) -> str:
+    header = ["case", "ours fwd", "torch fwd", "ours/torch fwd", "ours f+b", "torch f+b", "ours/torch f+b"]
+    body = [[row["case"], _num(row["ours_fwd_ms"], 2), _num(row["torch_fwd_ms"], 2),
+             _ratio(row["ours_fwd_ms"], row["torch_fwd_ms"]), _num(row["ours_fwd_bwd_ms"], 2),
+             _num(row["torch_fwd_bwd_ms"], 2), _ratio(row["ours_fwd_bwd_ms"], row["torch_fwd_bwd_ms"])]]
+    return table(header, body)
+
+
 def machine() -> dict:
     info = {"python": platform.python_version(), "numpy": np.__version__, "tinygrad_attn": ta.__version__,
             "torch": torch.__version__ if torch is not None else None, "platform": platform.platform(),
@@ -433,6 +526,8 @@ def machine() -> dict:
 
 
 def main() -> None:
+    if not ARGS.system_malloc:
+        ta.keep_freed_memory()
     repeats, min_time = (3, 0.01) if ARGS.quick else (ARGS.repeats, ARGS.min_time)
     result: dict[str, Any] = {"machine": machine(), "repeats": repeats, "min_time_s": min_time, "clock": ARGS.clock}
     m = result["machine"]
@@ -447,6 +542,10 @@ def main() -> None:
         result["throughput"] = run_throughput(repeats, min_time)
         print("Throughput, large tensors: milliseconds per call\n")
         print(throughput_table(result["throughput"]), "\n")
+    if ARGS.only in (None, "block") and torch is not None:
+        result["block"] = run_block(repeats, min_time)
+        print("Transformer block against PyTorch's with the same weights: milliseconds per call\n")
+        print(block_table(result["block"]), "\n")
     if ARGS.json:
         text = json.dumps(result, indent=2)
         if ARGS.json == "-":

@@ -295,3 +295,21 @@ def test_manual_seed_reproducible_on_cuda():
 def test_missing_cupy_is_named_in_the_error():
     with pytest.raises(RuntimeError, match="No module named 'cupy'"):
         ta.zeros(1, device="cuda")
+
+
+def test_python_scalars_enter_ops_as_shared_read_only_constants_that_keep_their_value():
+    """x * c reuses one read-only 0-d array per (value, dtype) on the CPU; 0.0 and -0.0, 1 and True, float32
+    and float64 each keep their own, and no op's result is one of them."""
+    from tinygrad_attn.backend import scalar_like
+
+    like32, like64 = np.zeros(2, np.float32), np.zeros(2)
+    a = scalar_like(0.5, like32.dtype, like32)
+    assert scalar_like(0.5, like32.dtype, like32) is a and not a.flags.writeable
+    assert scalar_like(0.5, like64.dtype, like64).dtype == np.float64
+    x = ta.tensor([1.0, -2.0])
+    assert np.array_equal(np.signbit((x * 0.0).numpy()), [False, True])
+    assert np.array_equal(np.signbit((x * -0.0).numpy()), [True, False])  # not the cached 0.0
+    assert scalar_like(True, np.dtype(bool), np.zeros(1, bool)).dtype == np.bool_
+    y = x * 0.5
+    y += 1  # results are the op's own memory, writable
+    assert np.allclose(y.numpy(), [1.5, 0.0])

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinygrad_attn.special import erf
+from tinygrad_attn.special import erf, erf_single
 
 RTOL64 = 1e-14
 
@@ -61,6 +61,18 @@ def test_float32_within_an_ulp():
     ref = _ref(x)
     ulp = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
     assert np.all(np.abs(got.astype(np.float64) - ref) <= ulp)
+
+
+def test_erf_single_within_its_bound():
+    """The float32 evaluation (GELU's) stays within 4.2e-7 of erf, keeps the dtype, and is odd and bounded."""
+    x = np.linspace(-10.0, 10.0, 200_001, dtype=np.float32)
+    got = erf_single(x)
+    assert got.dtype == np.float32
+    assert np.max(np.abs(got.astype(np.float64) - _ref(x))) <= 4.2e-7
+    assert np.array_equal(erf_single(-x), -got) and np.all(np.abs(got) <= 1)
+    assert erf_single(np.float16([0.5])).dtype == np.float16
+    assert erf_single(np.array([0.3, -2.0])).dtype == np.float64  # float64 goes to erf (to an ulp)
+    np.testing.assert_array_equal(erf_single(np.array([0.3, -2.0])), erf(np.array([0.3, -2.0])))
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])

@@ -154,18 +154,16 @@ class Function:
     Every tensor argument of ``apply`` is positional; options (dims, shapes, flags) are keywords.
     """
 
+    # Class-level defaults: an op node is made once per op call, so it sets only what differs from these.
+    needs_input_grad: tuple[bool, ...] = ()
     next_functions: tuple[Any, ...] = ()
-
-    def __init__(self) -> None:
-        self.needs_input_grad: tuple[bool, ...] = ()
-        self.next_functions = ()
-        self.output_shape: tuple[int, ...] = ()
-        self.output_dtype: Any = None
-        self.hooks: list[Callable] = []  # gradient hooks of the output tensor (register_hook)
-        self.retain_hook: Callable | None = None  # set by retain_grad; runs after the user's hooks
-        self.freed = False
-        self._to_save: tuple[Any, ...] = ()
-        self._saved: tuple[SavedTensor, ...] = ()
+    output_shape: tuple[int, ...] = ()
+    output_dtype: Any = None
+    hooks: Sequence[Callable] = ()  # gradient hooks of the output tensor (register_hook makes it a list)
+    retain_hook: Callable | None = None  # set by retain_grad; runs after the user's hooks
+    freed = False
+    _to_save: tuple[Any, ...] = ()
+    _saved: tuple[SavedTensor, ...] = ()
 
     @property
     def name(self) -> str:
@@ -192,7 +190,7 @@ class Function:
                 "already freed. Pass retain_graph=True to the first backward() (or autograd.grad) "
                 "if you need to backward through the graph twice."
             )
-        return tuple(s.unpack(self) for s in self._saved)
+        return tuple([s.unpack(self) for s in self._saved])
 
     def release(self) -> None:
         """Drop everything saved for backward (called once the engine has used this node)."""
@@ -205,36 +203,60 @@ class Function:
         """Run the op on tensors and, if grad mode is on and any input requires grad, record it in the graph
         (a non-floating-point output is never recorded: it has no gradient)."""
         Tensor = _tensor_module.Tensor
+        record = False
+        on_cpu = True  # every input a NumPy array: then all are on the one CPU device
+        arrays, requires, nexts = [], [], []  # per input: its array, requires_grad, where its gradient goes
         for t in inputs:
-            if not isinstance(t, Tensor):
+            if type(t) is not Tensor and not isinstance(t, Tensor):
                 raise TypeError(f"{cls.__name__} expects Tensor inputs, got {type(t).__name__}")
+            data = t.data
+            arrays.append(data)
+            requires_grad = t.requires_grad
+            requires.append(requires_grad)
+            if requires_grad:
+                record = True
+                nexts.append(t.grad_fn if t.grad_fn is not None else t)
+            else:
+                nexts.append(t.grad_fn)  # None for a tensor that needs no gradient
+            if type(data) is not _ndarray:
+                on_cpu = False
             if t._base is not None and t._base.grad_fn is not t._base_fn and _grad_enabled:
                 raise RuntimeError(
                     f"{cls.__name__}: an input of shape {tuple(t.shape)} is a view of a tensor that was changed "
                     "in place (with autograd recording) after the view was made, so the view's graph is stale. "
                     "Take the view again after the in-place change."
                 )
-        if len(inputs) > 1:
+        record = record and _grad_enabled
+        if not on_cpu and len(inputs) > 1:
             _check_same_device(cls.__name__, inputs)
         fn = cls()
-        record = _grad_enabled and any(t.requires_grad for t in inputs)
-        fn.needs_input_grad = tuple(t.requires_grad for t in inputs) if record else (False,) * len(inputs)
-        arrays = [t.data for t in inputs]
-        if not arrays or type(arrays[0]) is _ndarray:
+        if record:
+            fn.needs_input_grad = tuple(requires)
+        elif len(inputs) < len(_NO_GRADS):
+            fn.needs_input_grad = _NO_GRADS[len(inputs)]
+        else:
+            fn.needs_input_grad = (False,) * len(inputs)
+        if on_cpu:
             raw = fn.forward(*arrays, **params)
         else:  # a GPU computes on its current device: make it the inputs' (cuda:1 data launches on GPU 1)
             with on_device_of(arrays[0]):
                 raw = fn.forward(*arrays, **params)
-        out_data = raw if hasattr(raw, "shape") and hasattr(raw, "__array_priority__") else _as_array(raw)
+        if type(raw) is _ndarray or (hasattr(raw, "shape") and hasattr(raw, "__array_priority__")):
+            out_data = raw
+        else:
+            out_data = _as_array(raw)
         if not record or out_data.dtype.kind != "f":  # integer/bool results carry no gradient
             return Tensor._make(out_data)
-        out = Tensor._make(out_data, requires_grad=True, grad_fn=fn)
-        fn.next_functions = tuple(t.grad_fn if t.grad_fn is not None else (t if t.requires_grad else None)
-                                  for t in inputs)
+        out = Tensor._make(out_data, True, fn)
+        fn.next_functions = tuple(nexts)
         fn.output_shape, fn.output_dtype = out_data.shape, out_data.dtype
-        fn._saved = tuple(_save(a, inputs, raw, out) for a in fn._to_save)
-        fn._to_save = ()
+        if fn._to_save:
+            fn._saved = tuple([_save(a, inputs, raw, out) for a in fn._to_save])
+            fn._to_save = ()
         return out
+
+
+_NO_GRADS = tuple((False,) * n for n in range(8))  # needs_input_grad of an op that records nothing
 
 
 def _as_array(x: Any) -> Any:
@@ -252,13 +274,6 @@ def _save(array: Any, inputs: Sequence[Tensor], raw_out: Any, out: Tensor) -> Sa
 
 
 def _check_same_device(op: str, inputs: Sequence[Tensor]) -> None:
-    first = type(inputs[0].data)
-    if first is _ndarray:  # fast path (a hot one): NumPy arrays all live on the CPU
-        for t in inputs:
-            if type(t.data) is not first:
-                break
-        else:
-            return
     devices = [device_of(t.data) for t in inputs]
     if any(d != devices[0] for d in devices):
         names = ", ".join(f"{str(d)} {tuple(t.shape)}" for d, t in zip(devices, inputs))
@@ -294,14 +309,26 @@ def run_backward(
     capture_node: dict[Function, Tensor | None] = (
         {t.grad_fn: None for t in inputs if t.grad_fn is not None} if inputs is not None else {})
     handed_out: set[int] = {id(g.data) for g in grad_outputs}  # arrays a leaf .grad must not alias
-    # A leaf's contributions are summed first, so that its hooks see (and may replace) the whole gradient.
-    leaf_grads: dict[int, tuple[Tensor, Tensor]] = {}
+    # Gradients meeting at a node or a leaf are summed before it runs (a leaf's hooks see the whole gradient).
+    # Without create_graph the sum is array code: the first sum makes a new array that only the engine holds
+    # ("owned"), and later contributions are added into it in place.
+    grads: dict[Function, Tensor] = {}
+    owned: set[Function] = set()
+    leaf_grads: dict[int, tuple[Tensor, Tensor, bool]] = {}
+
+    def add(a: Tensor, b: Tensor, a_owned: bool) -> Tensor:
+        if create_graph:
+            return a + b
+        if type(a.data) is not _ndarray:
+            with on_device_of(a.data):
+                return _add_arrays(tensor_cls, a, b, a_owned)
+        return _add_arrays(tensor_cls, a, b, a_owned)
 
     def collect_for_leaf(leaf: Tensor, g: Tensor) -> None:
         if wanted_leaves is not None and id(leaf) not in wanted_leaves:
             return
         prev = leaf_grads.get(id(leaf))
-        leaf_grads[id(leaf)] = (leaf, g if prev is None else prev[1] + g)
+        leaf_grads[id(leaf)] = (leaf, g, False) if prev is None else (leaf, add(prev[1], g, prev[2]), True)
 
     def deliver_to_leaf(leaf: Tensor, g: Tensor) -> Tensor:
         for hook in leaf._hooks:
@@ -318,7 +345,6 @@ def run_backward(
         return g
 
     with set_grad_enabled(create_graph):
-        grads: dict[Function, Tensor] = {}
         roots: list[Function] = []
         for t, g_out in zip(outputs, grad_outputs):
             if t.grad_fn is None:
@@ -326,28 +352,29 @@ def run_backward(
                     collect_for_leaf(t, g_out)
                 continue
             if t.grad_fn in grads:
-                grads[t.grad_fn] = grads[t.grad_fn] + g_out
+                grads[t.grad_fn] = add(grads[t.grad_fn], g_out, t.grad_fn in owned)
+                owned.add(t.grad_fn)
             else:
                 grads[t.grad_fn] = g_out
                 roots.append(t.grad_fn)
 
-        # 1. count the consumers of every reachable node
-        consumers: dict[Function, int] = {}
-        stack, seen = list(roots), set(roots)
+        # 1. count the consumers of every reachable node (a node's count exists once it is seen)
+        consumers: dict[Function, int] = dict.fromkeys(roots, 0)
+        stack = list(roots)
         while stack:
-            node = stack.pop()
-            for nxt in node.next_functions:
+            for nxt in stack.pop().next_functions:
                 if isinstance(nxt, Function):
-                    consumers[nxt] = consumers.get(nxt, 0) + 1
-                    if nxt not in seen:
-                        seen.add(nxt)
+                    if nxt in consumers:
+                        consumers[nxt] += 1
+                    else:
+                        consumers[nxt] = 1
                         stack.append(nxt)
 
         # grad(): only nodes on a path to a requested input run (the rest stay untouched, not freed)
         useful = _leading_to(roots, wanted_leaves, capture_node) if wanted_leaves is not None else None
 
         # 2. process nodes once all their consumers are done
-        ready = [n for n in roots if consumers.get(n, 0) == 0]
+        ready = [n for n in roots if consumers[n] == 0]
         while ready:
             node = ready.pop()
             g = grads.pop(node, None)
@@ -356,8 +383,9 @@ def run_backward(
                     capture_node[node] = _hooked(node, g)
                 g = None
             if g is not None:
-                g = _hooked(node, g)
-                if node in capture_node:
+                if node.hooks or node.retain_hook is not None:
+                    g = _hooked(node, g)
+                if capture_node and node in capture_node:
                     capture_node[node] = g
                 if node.freed:
                     node.saved_tensors  # raises the "backward a second time" error  # noqa: B018
@@ -378,20 +406,36 @@ def run_backward(
             for nxt, gi in zip(node.next_functions, input_grads):
                 if nxt is None:
                     continue
-                if gi is not None:
-                    gi = _check_grad(node, nxt, gi)
                 if isinstance(nxt, Function):
                     if gi is not None:
-                        grads[nxt] = grads[nxt] + gi if nxt in grads else gi
-                    consumers[nxt] -= 1
-                    if consumers[nxt] == 0:
+                        data = gi.data
+                        if data.shape != nxt.output_shape or (data.dtype is not nxt.output_dtype
+                                                              and data.dtype != nxt.output_dtype):
+                            gi = _check_grad(node, nxt.output_shape, nxt.output_dtype, gi)
+                        if nxt in grads:
+                            grads[nxt] = add(grads[nxt], gi, nxt in owned)
+                            owned.add(nxt)
+                        else:
+                            grads[nxt] = gi
+                    count = consumers[nxt] - 1
+                    consumers[nxt] = count
+                    if count == 0:
                         ready.append(nxt)
+                        owned.discard(nxt)
                 elif gi is not None:
-                    collect_for_leaf(nxt, gi)
-        delivered = {key: deliver_to_leaf(leaf, g) for key, (leaf, g) in leaf_grads.items()}
+                    collect_for_leaf(nxt, _check_grad(node, nxt.data.shape, nxt.data.dtype, gi))
+        delivered = {key: deliver_to_leaf(leaf, g) for key, (leaf, g, _) in leaf_grads.items()}
     if inputs is None:
         return None
     return [capture_node.get(t.grad_fn) if t.grad_fn is not None else delivered.get(id(t)) for t in inputs]
+
+
+def _add_arrays(tensor_cls: type[Tensor], a: Tensor, b: Tensor, a_owned: bool) -> Tensor:
+    """a + b as array code: into a's memory if the engine made it (``owned``), else into a new array."""
+    if a_owned:
+        a.data += b.data
+        return a
+    return tensor_cls._make(a.data + b.data)
 
 
 def _leading_to(roots: Sequence[Function], leaves: set[int], targets: dict) -> set[Function]:
@@ -443,14 +487,14 @@ def _own(array: Any, handed_out: set[int]) -> Any:
     return array
 
 
-def _check_grad(node: Function, nxt: Any, g: Tensor) -> Tensor:
+def _check_grad(node: Function, shape: tuple[int, ...], dtype: Any, g: Tensor) -> Tensor:
     """An op's backward must return gradients shaped like its inputs; say which op did not. A gradient in
     another dtype (a float32 input of an op that computed in float64) is cast back to the input's dtype."""
-    shape, dtype = (nxt.output_shape, nxt.output_dtype) if isinstance(nxt, Function) else (nxt.shape, nxt.dtype)
-    if tuple(g.shape) != tuple(shape):
-        raise RuntimeError(f"{node.name} returned a gradient of shape {tuple(g.shape)} for an input of "
+    data = g.data
+    if data.shape != shape and tuple(data.shape) != tuple(shape):
+        raise RuntimeError(f"{node.name} returned a gradient of shape {tuple(data.shape)} for an input of "
                            f"shape {tuple(shape)} (this is a bug in that op)")
-    return g if g.dtype == dtype else g.to(dtype)
+    return g if data.dtype == dtype else g.to(dtype)
 
 
 # --------------------------------------------------------------------------------------------------

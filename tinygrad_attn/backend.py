@@ -230,10 +230,25 @@ def on_device_of(array: Any) -> Any:
 
 
 def scalar_like(value: Any, dtype: Any, like: Any) -> Any:
-    """A 0-d array holding ``value``, on the device of the array ``like`` (how Python numbers enter ops)."""
+    """A 0-d array holding ``value``, on the device of the array ``like`` (how Python numbers enter ops).
+
+    On the CPU the array is read-only and shared: ``x * 0.5`` on every step reuses one (ops never write
+    into their inputs). A bounded cache, so that ever-new values (a learning rate schedule) cannot grow it."""
     if isinstance(like, np.ndarray):
-        return np.asarray(value, dtype=dtype)
+        # the type too (1, 1.0 and True are equal keys), and a float by its bits (0.0 and -0.0 are equal keys)
+        key = (type(value), value.hex() if type(value) is float else value, dtype)
+        array = _CPU_SCALARS.get(key)
+        if array is None:
+            array = np.asarray(value, dtype=dtype)
+            array.flags.writeable = False
+            if len(_CPU_SCALARS) < _CPU_SCALARS_MAX:
+                _CPU_SCALARS[key] = array
+        return array
     return backend_of(like).scalar(value, dtype, like)
+
+
+_CPU_SCALARS: dict[tuple[type, Any, Any], np.ndarray] = {}
+_CPU_SCALARS_MAX = 4096
 
 
 # A memory-bound op that makes several passes over a big (N, C) array runs faster on a CPU if it makes them

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["erf"]
+__all__ = ["erf", "erf_single"]
 
 _THRESH = 0.46875
 _INV_SQRT_PI = 0.56418958354775628695
@@ -56,6 +56,12 @@ _P = (1.63153871373020978e-2, 3.05326634961232344e-1, 3.60344899949804439e-1, 1.
       1.60837851487422766e-2, 6.58749161529837803e-4)
 _Q = (1.0, 2.56852019228982242e00, 1.87295284992346725e00, 5.27905102951428412e-1,
       6.05183413124413191e-2, 2.33520497626869185e-3)
+# Single precision (erf_single): erf(x) = x * S(x^2) / T(x^2) on [-4, 4], the rational minimax fit that Eigen and
+# XLA evaluate in float32 (beyond 4, erf rounds to +-1 in float32).
+_S = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+      -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
+_T = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+      -1.42647390514189e-02)
 # fmt: on
 
 
@@ -109,3 +115,46 @@ def erf(x: Any, xp: Any = None) -> Any:
 
     res = xp.where(y <= _THRESH, erf_small, xp.where(x < 0, -erf_large, erf_large))
     return xp.asarray(res).astype(out_dtype, copy=False)
+
+
+def erf_single(x: Any, xp: Any = None) -> Any:
+    """The error function of a float32 (or float16) array, computed in float32: within 4.2e-7 of the exact
+    value (7 float32 ulps at worst, near 0), where ``erf`` rounds a float64 evaluation to within an ulp.
+
+    One rational function ``x S(x^2) / T(x^2)`` of x clipped to [-4, 4], about 26 float32 passes over the
+    array (Horner's rule, in place) instead of ``erf``'s ~80 float64 ones: the GELU activation of a float32
+    network uses it. Float64 input goes to ``erf``, and so does CuPy when ``cupyx`` is there (its float32
+    erf is exact to an ulp and fast on the GPU).
+    """
+    xp = np if xp is None else xp
+    x = xp.asarray(x)
+    if x.dtype not in (np.float16, np.float32) or (xp is not np and _has_cupyx_erf()):
+        return erf(x, xp)
+    if x.ndim == 0:  # NumPy turns 0-d results into scalars, which the in-place steps below cannot write into
+        return erf_single(x.reshape(1), xp).reshape(())
+    f32 = np.dtype(np.float32)
+    xc = xp.clip(x.astype(f32, copy=False), -4.0, 4.0)  # clip's output is a new array: x is never written
+    t = xc * xc
+    num, den = _horner(_S, t, f32), _horner(_T, t, f32)
+    num *= xc
+    num /= den
+    xp.clip(num, -1.0, 1.0, out=num)  # the fit overshoots 1 by an ulp near 4
+    return num.astype(x.dtype, copy=False)
+
+
+def _horner(coeffs: tuple[float, ...], t: Any, dtype: np.dtype) -> Any:
+    """The polynomial with ``coeffs`` (highest degree first, at least two) at ``t``, in one new array of ``dtype``."""
+    r = t * dtype.type(coeffs[0])
+    r += dtype.type(coeffs[1])
+    for c in coeffs[2:]:
+        r *= t
+        r += dtype.type(c)
+    return r
+
+
+def _has_cupyx_erf() -> bool:
+    try:
+        from cupyx.scipy.special import erf as _  # noqa: F401
+    except ImportError:
+        return False
+    return True

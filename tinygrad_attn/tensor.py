@@ -43,15 +43,22 @@ class Tensor:
         self._version = autograd.VersionCounter()
         self._base: Tensor | None = None  # for a view: the tensor that owns the memory
         self._base_fn: Any = None  # for a view: the base's grad_fn when the view was taken
-        self._hooks: list[Callable] = []
+        self._hooks: Sequence[Callable] = ()  # a list once register_hook adds one
 
     @classmethod
     def _make(cls, data: Any, requires_grad: bool = False, grad_fn: Any = None) -> Tensor:
         """Wrap an array without copying or checking (used by ops: the fast path)."""
-        if isinstance(data, np.generic):  # NumPy gives scalars for 0-d results; tensors hold (writable) arrays
-            data = np.asarray(data)
-        t = object.__new__(cls)
-        t._init(data, requires_grad, grad_fn)
+        if type(data) is not np.ndarray and isinstance(data, np.generic):
+            data = np.asarray(data)  # NumPy gives scalars for 0-d results; tensors hold (writable) arrays
+        t = object.__new__(cls)  # what _init does, inlined (this runs once per op)
+        t.data = data
+        t.requires_grad = requires_grad
+        t.grad = None
+        t.grad_fn = grad_fn
+        t._version = autograd.VersionCounter()
+        t._base = None
+        t._base_fn = None
+        t._hooks = ()
         return t
 
     # ---- basic attributes -------------------------------------------------------------------------
@@ -206,7 +213,12 @@ class Tensor:
         the gradient. Returns a function that removes the hook."""
         if not self.requires_grad:
             raise RuntimeError("cannot register a hook on a tensor that does not require grad")
-        hooks = self._hooks if self.grad_fn is None else self.grad_fn.hooks
+        # the first hook replaces the shared empty default with a list of this tensor's own
+        if self.grad_fn is None:
+            hooks = self._hooks = self._hooks if isinstance(self._hooks, list) else []
+        else:
+            node = self.grad_fn
+            hooks = node.hooks = node.hooks if isinstance(node.hooks, list) else []
         hooks.append(hook)
         return lambda: hooks.remove(hook) if hook in hooks else None
 
@@ -311,25 +323,25 @@ class Tensor:
 
     # ---- arithmetic ---------------------------------------------------------------------------------
     def __add__(self, other: Any) -> Tensor:
-        return elementwise.add(self, _coerce(other, self))
+        return elementwise.add(self, other)
 
     def __radd__(self, other: Any) -> Tensor:
         return elementwise.add(_coerce(other, self), self)
 
     def __sub__(self, other: Any) -> Tensor:
-        return elementwise.sub(self, _coerce(other, self))
+        return elementwise.sub(self, other)
 
     def __rsub__(self, other: Any) -> Tensor:
         return elementwise.sub(_coerce(other, self), self)
 
     def __mul__(self, other: Any) -> Tensor:
-        return elementwise.mul(self, _coerce(other, self))
+        return elementwise.mul(self, other)
 
     def __rmul__(self, other: Any) -> Tensor:
         return elementwise.mul(_coerce(other, self), self)
 
     def __truediv__(self, other: Any) -> Tensor:
-        return elementwise.div(self, _coerce(other, self))
+        return elementwise.div(self, other)
 
     def __rtruediv__(self, other: Any) -> Tensor:
         return elementwise.div(_coerce(other, self), self)
@@ -682,11 +694,8 @@ def _coerce(x: Any, like: Tensor) -> Tensor:
     if isinstance(x, Tensor):
         return x
     if isinstance(x, (bool, int, float)):
-        if like.dtype.kind == "f" or (isinstance(x, int) and like.dtype.kind in "iu"):
-            dt = like.dtype
-        elif isinstance(x, bool):
-            dt = like.dtype
-        else:
+        dt = like.data.dtype
+        if not (dt.kind == "f" or isinstance(x, bool) or (isinstance(x, int) and dt.kind in "iu")):
             dt = _dtypes.default_float
         return Tensor._make(scalar_like(x, dt, like.data))
     if isinstance(x, (list, tuple)) or hasattr(x, "__array_priority__") or isinstance(x, np.generic):

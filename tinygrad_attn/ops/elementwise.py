@@ -13,6 +13,7 @@ from ..autograd import Function
 from ..backend import array_module as _xp
 from ..dtypes import default_float
 from ..special import erf as _erf
+from ..special import erf_single as _erf_single
 from ..tensor import Tensor, _coerce
 from .reduce import sum_to
 from .shapes import broadcast_shape
@@ -33,6 +34,13 @@ def _promote(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     if y.dtype.kind == "f" and x.dtype.kind != "f":
         return cast(x, y.dtype), y
     return x, y
+
+
+def _operands(x: Tensor, y: Any) -> tuple[Tensor, Tensor]:
+    """The two operands of a binary op: y made a tensor like x (``_coerce``), then both promoted (``_promote``)."""
+    if isinstance(y, Tensor) and x.data.dtype is y.data.dtype:  # fast path (the hot one): nothing to do
+        return x, y
+    return _promote(x, _coerce(y, x))
 
 
 def _floating(x: Tensor) -> Tensor:
@@ -244,7 +252,26 @@ class Tanh(Function):
 
     def backward(self, g: Tensor) -> Tensor:
         (z,) = self.saved_tensors
-        return g * (1 - z * z)
+        return TanhBackward.apply(g, z)
+
+
+class TanhBackward(Function):
+    """w = g (1 - z^2), the gradient through tanh from its output z (one node instead of three ops and a
+    constant).   dw/dg = 1 - z^2,  dw/dz = -2 g z."""
+
+    def forward(self, g: Any, z: Any) -> Any:
+        self.save_for_backward(g, z)
+        w = z * z
+        w *= -1
+        w += 1
+        w *= g
+        return w
+
+    def backward(self, u: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        g, z = self.saved_tensors
+        dg = u * (1 - z * z) if self.needs_input_grad[0] else None
+        dz = u * g * z * -2 if self.needs_input_grad[1] else None
+        return dg, dz
 
 
 class Sigmoid(Function):
@@ -260,7 +287,25 @@ class Sigmoid(Function):
 
     def backward(self, g: Tensor) -> Tensor:
         (z,) = self.saved_tensors
-        return g * z * (1 - z)
+        return SigmoidBackward.apply(g, z)
+
+
+class SigmoidBackward(Function):
+    """w = g z (1 - z), the gradient through the sigmoid from its output z.   dw/dg = z (1 - z),
+    dw/dz = g (1 - 2z)."""
+
+    def forward(self, g: Any, z: Any) -> Any:
+        self.save_for_backward(g, z)
+        w = 1 - z
+        w *= z
+        w *= g
+        return w
+
+    def backward(self, u: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        g, z = self.saved_tensors
+        dg = u * z * (1 - z) if self.needs_input_grad[0] else None
+        dz = u * g * (1 - z * 2) if self.needs_input_grad[1] else None
+        return dg, dz
 
 
 class Relu(Function):
@@ -294,30 +339,78 @@ _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 class Gelu(Function):
     """Exact: z = x Phi(x) = x/2 (1 + erf(x/sqrt 2)),   dz/dx = Phi(x) + x phi(x), phi the normal pdf.
     Tanh approximation: z = x/2 (1 + tanh(u)), u = sqrt(2/pi)(x + 0.044715 x^3),
-    dz/dx = (1 + tanh u)/2 + x/2 (1 - tanh^2 u) sqrt(2/pi)(1 + 3 * 0.044715 x^2)."""
+    dz/dx = (1 + tanh u)/2 + x/2 (1 - tanh^2 u) sqrt(2/pi)(1 + 3 * 0.044715 x^2).
+    Both directions are array code; backward is one ``GeluBackward`` node. Forward keeps Phi(x) (its tanh
+    approximation) besides x, so that backward does not evaluate erf again."""
 
     def forward(self, x: Any, approximate: str) -> Any:
-        xp = _xp(x)
         self.approximate = approximate
-        self.save_for_backward(x)
-        if approximate == "tanh":
-            inner = xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
-        else:
-            inner = _erf(x * (1 / math.sqrt(2)), xp)
-        inner += 1
-        inner *= 0.5
-        return x * inner
+        cdf = _gelu_cdf(x, approximate)
+        self.save_for_backward(x, cdf)
+        return x * cdf
 
     def backward(self, g: Tensor) -> Tensor:
-        (x,) = self.saved_tensors
+        x, cdf = self.saved_tensors
+        return GeluBackward.apply(g, x, approximate=self.approximate, cdf=cdf.data)
+
+
+class GeluBackward(Function):
+    """z = g * d(x), d = gelu' (see ``Gelu``).   dz/dg = d(x);  dz/dx = g d'(x), with d' = phi(x) (2 - x^2) for
+    the exact GELU and (1 - t^2)(k - x t k^2 + 3 sqrt(2/pi) 0.044715 x^2), t = tanh u, k = du/dx, for the tanh one.
+    ``cdf``: Phi(x) (or (1 + t)/2) as ``Gelu`` computed it; a constant here, rebuilt from x for the derivatives."""
+
+    def forward(self, g: Any, x: Any, approximate: str, cdf: Any) -> Any:
+        self.approximate = approximate
+        self.save_for_backward(g, x)
+        d = x * x
+        if approximate == "tanh":  # d = (1 + t)/2 + x/2 (1 - t^2) k, and cdf = (1 + t)/2, so 1 - t^2 = 4 cdf (1 - cdf)
+            d *= 3 * 0.044715 * _SQRT_2_OVER_PI
+            d += _SQRT_2_OVER_PI
+            d *= x
+            d *= cdf
+            d *= 1 - cdf
+            d *= 2
+        else:  # d = Phi + x phi
+            d *= -0.5
+            d = _xp(x).exp(d)
+            d *= x
+            d *= 1 / math.sqrt(2 * math.pi)
+        d += cdf
+        d *= g
+        return d
+
+    def backward(self, u: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        g, x = self.saved_tensors
         if self.approximate == "tanh":
             t = tanh((x + x * x * x * 0.044715) * _SQRT_2_OVER_PI)
-            d = (t + 1) * 0.5 + x * 0.5 * (1 - t * t) * _SQRT_2_OVER_PI * (x * x * (3 * 0.044715) + 1)
+            k = (x * x * (3 * 0.044715) + 1) * _SQRT_2_OVER_PI
+            d = (t + 1) * 0.5 + x * 0.5 * (1 - t * t) * k
+            slope = (1 - t * t) * (k - x * t * k * k + x * x * (3 * 0.044715 * _SQRT_2_OVER_PI))
         else:
-            cdf = (erf(x * (1 / math.sqrt(2))) + 1) * 0.5
             pdf = exp(x * x * -0.5) * (1 / math.sqrt(2 * math.pi))
-            d = cdf + x * pdf
-        return g * d
+            d = (erf(x * (1 / math.sqrt(2))) + 1) * 0.5 + x * pdf
+            slope = pdf * (2 - x * x)
+        dg = u * d if self.needs_input_grad[0] else None
+        dx = u * g * slope if self.needs_input_grad[1] else None
+        return dg, dx
+
+
+def _gelu_cdf(x: Any, approximate: str) -> Any:
+    """Phi(x) = (1 + erf(x / sqrt 2)) / 2, or its tanh approximation (1 + tanh u) / 2, as a new array.
+    A float32 x gets erf in float32 (``erf_single``, within 4.2e-7), as PyTorch computes it."""
+    xp = _xp(x)
+    if approximate == "tanh":
+        inner = x * x
+        inner *= 0.044715
+        inner += 1
+        inner *= x
+        inner *= _SQRT_2_OVER_PI
+        inner = xp.tanh(inner)
+    else:
+        inner = _erf_single(x * (1 / math.sqrt(2)), xp)
+    inner += 1
+    inner *= 0.5
+    return inner
 
 
 # ---- comparisons that carry gradient ---------------------------------------------------------------------
@@ -419,21 +512,21 @@ class Clone(Function):
 
 
 def add(x: Tensor, y: Any) -> Tensor:
-    return Add.apply(*_promote(x, _coerce(y, x)))
+    return Add.apply(*_operands(x, y))
 
 
 def sub(x: Tensor, y: Any) -> Tensor:
-    return Sub.apply(*_promote(x, _coerce(y, x)))
+    return Sub.apply(*_operands(x, y))
 
 
 def mul(x: Tensor, y: Any) -> Tensor:
-    return Mul.apply(*_promote(x, _coerce(y, x)))
+    return Mul.apply(*_operands(x, y))
 
 
 def div(x: Tensor, y: Any) -> Tensor:
     if x.dtype.kind in "iub" and (not isinstance(y, Tensor) or y.dtype.kind in "iub"):
         x = cast(x, default_float)  # true division of integers gives floats, as in PyTorch
-    return Div.apply(*_promote(x, _coerce(y, x)))
+    return Div.apply(*_operands(x, y))
 
 
 def neg(x: Tensor) -> Tensor:
@@ -496,11 +589,11 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
 
 
 def maximum(x: Tensor, y: Any) -> Tensor:
-    return Maximum.apply(*_promote(x, _coerce(y, x)))
+    return Maximum.apply(*_operands(x, y))
 
 
 def minimum(x: Tensor, y: Any) -> Tensor:
-    return Minimum.apply(*_promote(x, _coerce(y, x)))
+    return Minimum.apply(*_operands(x, y))
 
 
 def where(cond: Tensor, x: Any, y: Any) -> Tensor:

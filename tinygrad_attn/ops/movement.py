@@ -26,9 +26,10 @@ from .reduce import sum_to
 from .shapes import normalize_dim
 
 
-def _view_of(out: Tensor, x: Tensor) -> Tensor:
-    """Mark ``out`` as a view of ``x`` if their memory overlaps."""
-    if out.data is x.data or out.xp.may_share_memory(out.data, x.data):
+def _view_of(out: Tensor, x: Tensor, always: bool = False) -> Tensor:
+    """Mark ``out`` as a view of ``x`` if their memory overlaps (``always``: the op returns a view, no need to
+    ask)."""
+    if always or out.data is x.data or out.xp.may_share_memory(out.data, x.data):
         out._version = x._version
         out._base = x._base if x._base is not None else x
         out._base_fn = out._base.grad_fn  # the base's graph this view was taken from (see Function.apply)
@@ -290,12 +291,14 @@ def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
 
 
 def permute(x: Tensor, dims: Sequence[int]) -> Tensor:
-    dims = tuple(normalize_dim(d, x.ndim, "permute") for d in dims)
-    if sorted(dims) != list(range(x.ndim)):
-        raise ValueError(f"permute: {dims} is not a permutation of the {x.ndim} dims of shape {tuple(x.shape)}")
-    if dims == tuple(range(x.ndim)):
+    n = x.ndim
+    dims = tuple([d if 0 <= d < n else normalize_dim(d, n, "permute") for d in dims])
+    identity = tuple(range(n))
+    if sorted(dims) != list(identity):
+        raise ValueError(f"permute: {dims} is not a permutation of the {n} dims of shape {tuple(x.shape)}")
+    if dims == identity:
         return x
-    return _view_of(Permute.apply(x, dims=dims), x)
+    return _view_of(Permute.apply(x, dims=dims), x, always=True)  # NumPy's and CuPy's transpose are views
 
 
 def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
@@ -322,7 +325,7 @@ def expand(x: Tensor, shape: Sequence[int]) -> Tensor:
             raise ValueError(f"expand: cannot expand shape {tuple(x.shape)} to {shape}")
     if shape == tuple(x.shape):
         return x
-    return _view_of(Expand.apply(x, shape=shape), x)
+    return _view_of(Expand.apply(x, shape=shape), x, always=True)  # broadcast_to is a view
 
 
 def squeeze(x: Tensor, dim: Any = None) -> Tensor:
@@ -428,7 +431,7 @@ def getitem(x: Tensor, index: Any) -> Tensor:
     if _is_basic(index) and not any(i is Ellipsis for i in (index if isinstance(index, tuple) else (index,))):
         index = (*(index if isinstance(index, tuple) else (index,)), Ellipsis)  # x[0] of a vector: a 0-d view
     out = GetItem.apply(x, index=index)
-    return _view_of(out, x) if _is_basic(index) else out
+    return _view_of(out, x, always=True) if _is_basic(index) else out  # basic indexing gives a view
 
 
 def index_put(x: Tensor, index: Any, value: Tensor) -> Tensor:
