@@ -125,3 +125,10 @@ def test_bpe_vocabulary_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert result["val_bpc"] < result["val_loss"] / math.log(2)  # ... so a piece's loss is spread over its characters
     assert main(["sample", "-c", str(run_dir), "--prompt", "ROMEO:", "--max-new-tokens", "5", "--seed", "0"]) == 0
     assert capsys.readouterr().out.startswith("ROMEO:")
+
+
+def test_the_shipped_config_loads() -> None:
+    from models.lm import config as lmcfg
+
+    config = lmcfg.load(Path(__file__).resolve().parents[2] / "configs" / "shakespeare_char.yaml")
+    assert (config.train.max_minutes, config.model.gelu, config.data.block_size) == (15, "tanh", 64)
