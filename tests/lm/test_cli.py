@@ -110,3 +110,25 @@ def test_missing_run_and_bad_config(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_a_finished_run_is_not_overwritten_by_accident(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--run-dir", str(run), *TINY]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_bpe_vocabulary_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same pipeline over SentencePiece pieces: bits per character count characters, not pieces."""
+    run_dir = tmp_path / "bpe"
+    argv = [a for a in TINY if a not in ("6", "--max-iters")] + ["--max-iters", "2"]
+    assert main(["train", "--run-dir", str(run_dir), *argv, "--set", "data.vocab=bpe",
+                 "--set", "data.vocab_size=200"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "-c", str(run_dir)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["tokens"] < 111_540 / 1.5  # pieces are longer than one character
+    assert result["val_bpc"] < result["val_loss"] / math.log(2)  # ... so a piece's loss is spread over its characters
+    assert main(["sample", "-c", str(run_dir), "--prompt", "ROMEO:", "--max-new-tokens", "5", "--seed", "0"]) == 0
+    assert capsys.readouterr().out.startswith("ROMEO:")
+
+
+def test_the_shipped_config_loads() -> None:
+    from models.lm import config as lmcfg
+
+    config = lmcfg.load(Path(__file__).resolve().parents[2] / "configs" / "shakespeare_char.yaml")
+    assert (config.train.max_minutes, config.model.gelu, config.data.block_size) == (15, "tanh", 64)
