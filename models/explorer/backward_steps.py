@@ -99,7 +99,7 @@ def backward_steps(text: str) -> dict[str, Any]:
         for i, obj in enumerate(nodes):
             hook = _recorder(steps, i)
             if isinstance(obj, Function):
-                obj.hooks.append(hook)
+                obj.hooks = [*obj.hooks, hook]  # a node's hooks start as a shared empty tuple
             elif obj.requires_grad:
                 obj.register_hook(hook)
         out.backward(ta.ones_like(out))
