@@ -34,8 +34,8 @@ _BLOCK = 256  # threads per row in the row kernels (a power of two: the block re
 def fused(*arrays: Any) -> bool:
     """Do these arrays take the fused kernels? CuPy arrays of float32, C-contiguous (None is skipped), with
     ``enabled`` set."""
-    return enabled and all(backend_of(a).name == "cuda" and a.dtype == np.float32 and a.flags.c_contiguous
-                           for a in arrays if a is not None)
+    return enabled and all(not isinstance(a, np.ndarray) and backend_of(a).name == "cuda"  # NumPy: no at once
+                           and a.dtype == np.float32 and a.flags.c_contiguous for a in arrays if a is not None)
 
 
 # ---- sources (plain strings: tests compile them with nvcc where there is one, without a GPU) ----------------
