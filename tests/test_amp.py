@@ -84,30 +84,20 @@ def test_autocast_layer_norm_statistics_and_the_loss_stay_in_float32():
     assert loss.item() == pytest.approx(np.log(70000), rel=1e-6)
 
 
-def test_numpy_float16_matmuls_run_in_float32_blas_and_round_once():
-    """NumPy's own float16 matmul loop is some 60x slower than float32 BLAS; ours multiplies in float32 and
-    rounds once (as a GPU's float16 matmul with float32 accumulation): within a few times float32's time, and
-    the exact product rounded to float16 (a float64 oracle) but for a few near-ties."""
-    import time
-
+def test_numpy_float16_matmuls_round_the_product_once():
+    """NumPy has no float16 BLAS, so ours multiplies float16 in float32 and rounds once (as a GPU's float16
+    matmul with float32 accumulation; the speed this buys is measured in benchmarks/README.md, "float16 on
+    the CPU"): a float16 result equal to the exact product rounded to float16 (a float64 oracle) but for a
+    few near-ties, and gradients in float16."""
     rng = np.random.default_rng(0)
-    a, b = (ta.tensor(rng.standard_normal((256, 256)).astype(np.float16)) for _ in range(2))
-    a32, b32 = a.float(), b.float()
-
-    def best(fn):
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    half, single = best(lambda: a @ b), best(lambda: a32 @ b32)
-    assert half < 10 * single + 2e-3, (half, single)
-    product = (a @ b).numpy()
+    a, b = (ta.tensor(rng.standard_normal((256, 256)).astype(np.float16), requires_grad=True) for _ in range(2))
+    out = a @ b
+    product = out.numpy()
     assert product.dtype == np.float16
     exact = (a.numpy().astype(np.float64) @ b.numpy().astype(np.float64)).astype(np.float16)
     assert np.mean(product != exact) < 1e-2
+    out.sum().backward()
+    assert a.grad.dtype == ta.float16 and b.grad.dtype == ta.float16
 
 
 def test_autocast_nests_and_can_be_switched_off_inside():
