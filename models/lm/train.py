@@ -173,16 +173,6 @@ def train(config: LMConfig, run_dir: str | os.PathLike[str], *, resume: bool = F
             h.close()
 
 
-def _check_resumable(config: LMConfig, saved: dict[str, Any]) -> None:
-    """The model and data sections and the seed must match the checkpoint's (data_dir may move)."""
-    now = config.to_dict()
-    for section in ("model", "data"):
-        for key, value in saved.get(section, {}).items():
-            if key != "data_dir" and now[section].get(key) != value:
-                raise ConfigError(f"cannot resume: {section}.{key} is {now[section].get(key)!r} but the checkpoint "
-                                  f"was trained with {value!r}; drop the override or start a new run")
-    if now["train"]["seed"] != saved.get("train", {}).get("seed"):
-        raise ConfigError("cannot resume: train.seed differs from the checkpoint's")
 
 
 class _Run:
@@ -195,7 +185,7 @@ class _Run:
         saved = ckpt.load_checkpoint(resume_from) if resume_from is not None else None
         log.info("%s run in %s on %s", "resuming" if saved else "starting", run_dir, device)
         if saved is not None:
-            _check_resumable(config, saved.config)
+            cfg.check_resumable(config.to_dict(), saved.config)
         self.corpus = build_corpus(config, load_vocab(saved.vocab_bytes) if saved is not None else None)
         cfg.save(config, run_dir)
         log.info("data: %s vocabulary of %d, %s train / %s val tokens", config.data.vocab, len(self.corpus.vocab),

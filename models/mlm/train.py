@@ -43,6 +43,7 @@ from models.mlm.masking import mask_tokens
 from models.mlm.pairs import SPLITS, Example, load_splits
 from models.translator import checkpoints as ckpt
 from models.translator.batching import batch_stream
+from models.translator.config import check_resumable
 from models.translator.data import load_pairs
 from models.translator.machine import resolve_device
 from models.translator.run_dir import (
@@ -159,13 +160,7 @@ def _check_resumable(config: Config, saved: dict[str, Any]) -> None:
     for key in ("task", "init_from"):
         if saved.get(key) != now[key]:
             raise ConfigError(f"cannot resume: {key} is {now[key]!r} but the checkpoint's run has {saved.get(key)!r}")
-    for section in ("model", "data"):
-        for key, value in saved.get(section, {}).items():
-            if key != "data_dir" and now[section].get(key) != value:
-                raise ConfigError(f"cannot resume: {section}.{key} is {now[section].get(key)!r} but the checkpoint "
-                                  f"was trained with {value!r}; drop the override or start a new run")
-    if now["train"]["seed"] != saved.get("train", {}).get("seed"):
-        raise ConfigError("cannot resume: train.seed differs from the checkpoint's (it fixes the data order)")
+    check_resumable(now, saved)
 
 
 def train(config: Config, run_dir: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False,

@@ -282,6 +282,20 @@ def fill(config: T, data: Mapping[str, Any], where: str = "config") -> T:
     return config
 
 
+def check_resumable(now: Mapping[str, Any], saved: Mapping[str, Any]) -> None:
+    """Raise ``ConfigError`` unless a run's config (``to_dict()``) may resume from a checkpoint saved with
+    ``saved``: the model and data sections (data_dir may move) and the seed (it fixes the data order) match."""
+    for section in ("model", "data"):
+        for key, value in saved.get(section, {}).items():
+            if key != "data_dir" and now[section].get(key) != value:
+                raise ConfigError(
+                    f"cannot resume: {section}.{key} is {now[section].get(key)!r} but the checkpoint was trained "
+                    f"with {value!r}; drop the override or start a new run"
+                )
+    if now["train"]["seed"] != saved.get("train", {}).get("seed", now["train"]["seed"]):
+        raise ConfigError("cannot resume: train.seed differs from the checkpoint's (it fixes the data order)")
+
+
 def _update(obj: Any, data: Mapping[str, Any], where: str, prefix: str = "") -> None:
     """Copy ``data`` onto the dataclass ``obj``, recursing into sections and coercing leaf values."""
     if not isinstance(data, Mapping):

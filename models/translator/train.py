@@ -114,18 +114,6 @@ def validation_loss(model: Transformer, batcher: TokenBatcher, config: Config, d
     return smoothed / max(total, 1), plain / max(total, 1)
 
 
-def _check_resumable(config: Config, saved: dict[str, Any]) -> None:
-    """The model and data sections must match the checkpoint's (data_dir may move)."""
-    now = config.to_dict()
-    for section in ("model", "data"):
-        for key, value in saved.get(section, {}).items():
-            if key != "data_dir" and now[section].get(key) != value:
-                raise ConfigError(
-                    f"cannot resume: {section}.{key} is {now[section].get(key)!r} but the checkpoint was trained "
-                    f"with {value!r}; drop the override or start a new run"
-                )
-    if now["train"]["seed"] != saved.get("train", {}).get("seed", now["train"]["seed"]):
-        raise ConfigError("cannot resume: train.seed differs from the checkpoint's (it fixes the data order)")
 
 
 # ---- the loop -----------------------------------------------------------------------------------------
@@ -180,7 +168,7 @@ class _Run:
         train_pairs = load_pairs(d.direction, "train", d.data_dir, d.train_subset)
         self.val_pairs = load_pairs(d.direction, "val", d.data_dir)
         if saved is not None:
-            _check_resumable(config, saved.config)
+            cfg.check_resumable(config.to_dict(), saved.config)
             self.vocab = Vocab.from_bytes(saved.vocab_bytes)
             if ranks.writes:
                 self.vocab.save(run_dir / VOCAB_NAME)
