@@ -19,6 +19,13 @@ def page(browser, server):
     assert not elsewhere, elsewhere  # nothing fetched from anywhere but the explorer's server
 
 
+def expect(locator):
+    """Playwright's retrying assertion: the page updates after the answer arrives, so wait for it, don't race it."""
+    from playwright.sync_api import expect as playwright_expect  # installed: the browser fixture made sure
+
+    return playwright_expect(locator)
+
+
 def translate(page, sentence):
     page.fill("#sentence", sentence)
     with page.expect_response("**/api/translate") as answer:
@@ -31,24 +38,25 @@ def test_translate_draws_the_map_and_hover_highlights_a_row(page):
     heatmap = page.wait_for_selector("#heatmap svg")
     rows, cols = len(answer["target_tokens"]), len(answer["source_tokens"])  # cross-attention: target x source
     assert (heatmap.get_attribute("data-rows"), heatmap.get_attribute("data-cols")) == (str(rows), str(cols))
-    assert page.locator("#heatmap rect.cell").count() == rows * cols
-    assert page.inner_text("#translation") == (answer["translation"] or "(empty)")
+    expect(page.locator("#heatmap rect.cell")).to_have_count(rows * cols)
+    expect(page.locator("#translation")).to_have_text(answer["translation"] or "(empty)")
     page.hover(f"#query-tokens .token[data-index='{rows - 1}']")
     highlighted = page.locator("#heatmap rect.cell.highlight")
-    assert highlighted.count() == cols
+    expect(highlighted).to_have_count(cols)
     assert {highlighted.nth(j).get_attribute("data-row") for j in range(cols)} == {str(rows - 1)}
     page.select_option("#map-kind", "encoder")
-    assert page.get_attribute("#heatmap svg", "data-rows") == str(cols)  # source x source
+    expect(page.locator("#heatmap svg")).to_have_attribute("data-rows", str(cols))  # source x source
     page.select_option("#map-kind", "decoder")
-    assert page.get_attribute("#heatmap svg", "data-cols") == str(rows)
+    expect(page.locator("#heatmap svg")).to_have_attribute("data-cols", str(rows))
 
 
 def test_bad_input_shows_an_error_and_the_server_keeps_serving(page):
     response = translate(page, "   ")
     assert response.status == 400
-    assert page.is_visible("#error") and "empty" in page.inner_text("#error")
+    expect(page.locator("#error")).to_be_visible()
+    expect(page.locator("#error")).to_contain_text("empty")
     assert translate(page, "Ein Mann.").status == 200
-    assert page.is_hidden("#error")
+    expect(page.locator("#error")).to_be_hidden()
 
 
 def test_next_token_probabilities_sum_to_one(page):
@@ -58,8 +66,6 @@ def test_next_token_probabilities_sum_to_one(page):
     assert sum(probs) == pytest.approx(1.0, abs=1e-6)
     with page.expect_response("**/api/next_token"):
         page.fill("#top-k", "3")
-    from playwright.sync_api import expect  # installed: the browser fixture made sure
-
     expect(page.locator("#next-bars .prob")).to_have_count(3)
     probs = [float(p) for p in page.eval_on_selector_all("#next-bars .prob", "els => els.map(e => e.dataset.p)")]
     assert sum(probs) == pytest.approx(1.0, abs=1e-6)
@@ -67,11 +73,10 @@ def test_next_token_probabilities_sum_to_one(page):
 
 def test_the_language_model_next_token_view(page):
     page.select_option("#model", index=1)  # the GPT
-    assert page.is_visible("#view-translate .lm-note") and page.is_hidden("#translate-form")
+    expect(page.locator("#view-translate .lm-note")).to_be_visible()
+    expect(page.locator("#translate-form")).to_be_hidden()
     page.click("#tabs button[data-view=next]")
-    assert page.is_hidden("#next-source")
-    from playwright.sync_api import expect
-
+    expect(page.locator("#next-source")).to_be_hidden()
     page.fill("#next-prefix", "JULIET:")
     expect(page.locator("#next-context")).to_contain_text("J U L I E T :")  # the answer for this prompt
     probs = [float(p) for p in page.eval_on_selector_all("#next-bars .prob", "els => els.map(e => e.dataset.p)")]
@@ -99,12 +104,11 @@ def test_autograd_steps_through_backward(page):
     assert nodes == 10  # sum((relu(x @ w + b) - y) ** 2): 6 ops and 4 leaves
     assert page.locator("#graph .graph-node.has-grad").count() == 0
     page.click("#step")
-    assert page.locator("#graph .graph-node.has-grad").count() == 1
-    assert "grad = 1" in page.inner_text("#grad-panel")
+    expect(page.locator("#graph .graph-node.has-grad")).to_have_count(1)
+    expect(page.locator("#grad-panel")).to_contain_text("grad = 1")
     page.click("#run-all")
-    assert page.locator("#graph .graph-node.has-grad").count() == nodes
-    assert f"step {nodes} of {nodes}" in page.inner_text("#step-count")
+    expect(page.locator("#graph .graph-node.has-grad")).to_have_count(nodes)
+    expect(page.locator("#step-count")).to_contain_text(f"step {nodes} of {nodes}")
     page.fill("#expression", "x @")
     page.click("#autograd-form button[type=submit]")
-    page.wait_for_selector("#error:not([hidden])")
-    assert "expression" in page.inner_text("#error")
+    expect(page.locator("#error")).to_contain_text("expression")
