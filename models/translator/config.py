@@ -54,6 +54,7 @@ import dataclasses
 import inspect
 import math
 import os
+import re
 import sys
 import types
 import typing
@@ -315,6 +316,9 @@ def _update(obj: Any, data: Mapping[str, Any], where: str, prefix: str = "") -> 
             setattr(obj, key, _coerce(value, hints[key], full, where))
 
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
     """``value`` as type ``hint`` (int, float, bool, str, X | None, tuple[float, float]) or ConfigError."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -338,6 +342,8 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
     elif hint is str:
         if isinstance(value, str):
             return value

@@ -54,6 +54,18 @@ def test_overrides_win_over_the_file_and_parse_yaml_values(tmp_path):
     assert cfg.train.betas == (0.5, 0.6) and cfg.device == "cuda:1"
 
 
+def test_scientific_notation_without_a_dot_is_a_float(tmp_path):
+    """PyYAML (YAML 1.1) reads 1e-3 as the string '1e-3'; a float setting takes it as the number."""
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  eps: 1e-9\n")
+    assert C.load(path).train.eps == 1e-9
+    assert C.load(overrides=["train.eps=2E-8", "model.dropout=.1"]).train.eps == 2e-8
+    with pytest.raises(ConfigError, match=r"train\.eps must be float.*'1e-3x'"):
+        C.load(overrides=["train.eps=1e-3x"])
+    with pytest.raises(ConfigError, match=r"train\.warmup must be int.*'1e3'"):
+        C.load(overrides=["train.warmup=1e3"])
+
+
 def test_unknown_key_lists_the_valid_ones(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key 'model.d_modle'.*model\.d_model"):
         C.load(overrides=["model.d_modle=3"])
