@@ -40,7 +40,7 @@ from models.mlm.config import ConfigError
 from models.mlm.examples import Batches
 from models.mlm.fill import FillError, fill, filled, inputs
 from models.mlm.pairs import SPLITS, load_splits
-from models.mlm.train import evaluate, mlm_sequences, pair_sequences, train
+from models.mlm.train import accuracy_on_examples, evaluate, mlm_sequences, pair_sequences, train
 from models.translator import checkpoints as ckpt
 from models.translator.data import DataError, load_pairs
 from models.translator.machine import resolve_device
@@ -135,12 +135,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         loss, accuracy, n = evaluate(model, config, Batches(seqs, 128, shuffle=False))
         print(f"{args.split}: masked-token accuracy {accuracy:.4f} on {n} masked tokens, loss {loss:.3f}")
     else:
-        examples = load_splits(data_dir, config.train.seed, config.data.hard_fraction,
-                               config.data.train_subset)[args.split][: args.limit]
-        batches = Batches(pair_sequences(vocab, examples, config.data.max_len), 128, [e.label for e in examples],
+        d = config.data
+        examples = load_splits(data_dir, config.train.seed, d.hard_fraction, d.train_subset,
+                               swap_fraction=d.swap_fraction)[args.split][: args.limit]
+        batches = Batches(pair_sequences(vocab, examples, d.max_len), 128, [e.label for e in examples],
                           shuffle=False)
-        loss, accuracy, n = evaluate(model, config, batches)
-        print(f"{args.split}: accuracy {accuracy:.4f} on {n} sentence pairs, loss {loss:.3f}")
+        loss, accuracy, by_kind = accuracy_on_examples(model, examples, batches)
+        n = len(examples)
+        kinds = ", ".join(f"{k} {a:.4f}" for k, a in by_kind.items())
+        print(f"{args.split}: accuracy {accuracy:.4f} on {n} sentence pairs ({kinds}), loss {loss:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"split": args.split, "accuracy": accuracy, "loss": loss, "n": n,
                                                "checkpoint": str(checkpoint.path)}, indent=2) + "\n")
@@ -166,11 +169,13 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     if args.data_dir:
         config.data.data_dir = args.data_dir
     d = config.data
-    splits = load_splits(d.data_dir, config.train.seed, d.hard_fraction, d.train_subset)
+    splits = load_splits(d.data_dir, config.train.seed, d.hard_fraction, d.train_subset,
+                         swap_fraction=d.swap_fraction)
     results = run_baseline(splits)
     print(f"bag-of-words logistic regression (L2 {results['l2']:g}, chosen on val):")
     for split in SPLITS:
-        print(f"  {split}: accuracy {results[split]:.4f} on {len(splits[split])} sentence pairs")
+        kinds = ", ".join(f"{k} {a:.4f}" for k, a in results["by_kind"][split].items())
+        print(f"  {split}: accuracy {results[split]:.4f} on {len(splits[split])} sentence pairs ({kinds})")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

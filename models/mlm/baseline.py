@@ -17,10 +17,11 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from models.mlm.pairs import Example, words
+from models.mlm.pairs import Example, accuracy_by_kind, words
 
 BITS = 20
 
@@ -98,10 +99,13 @@ def _sigmoid(s: np.ndarray) -> np.ndarray:
 
 
 def run_baseline(splits: dict[str, list[Example]], l2_grid: Sequence[float] = (1e-4, 1e-5, 1e-6),
-                 steps: int = 300, bits: int = BITS) -> dict[str, float]:
-    """Fit on train for each L2 strength, keep the best on val; its accuracy on each split."""
+                 steps: int = 300, bits: int = BITS) -> dict[str, Any]:
+    """Fit on train for each L2 strength, keep the best on val; its accuracy on each split, and on each kind of
+    example of each split (``by_kind``)."""
     x = {name: featurize(examples, bits) for name, examples in splits.items()}
     y = {name: np.array([e.label for e in examples]) for name, examples in splits.items()}
     fitted = [LogisticRegression(bits, l2).fit(x["train"], y["train"], steps=steps) for l2 in l2_grid]
     best = max(fitted, key=lambda model: model.accuracy(x["val"], y["val"]))
-    return {"l2": best.l2, **{name: best.accuracy(x[name], y[name]) for name in splits}}
+    predicted = {name: (best.predict_proba(x[name]) > 0.5).astype(int) for name in splits}
+    return {"l2": best.l2, **{name: best.accuracy(x[name], y[name]) for name in splits},
+            "by_kind": {name: accuracy_by_kind(splits[name], predicted[name]) for name in splits}}

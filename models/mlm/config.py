@@ -5,7 +5,8 @@ Sections, every key with a default (so an empty file is a valid config)::
     task:     mlm (masked-LM pre-training) | classify (the translation-pair task, pairs.py)
     init_from a pre-trained run directory or checkpoint to start a classify run from (null: from scratch)
     model:    preset (mini | small | base, models.bert.PRESETS) and any hyperparameter to override
-    data:     data_dir, vocab_size, max_len, train_subset, singles (mlm), hard_fraction (classify)
+    data:     data_dir, vocab_size, max_len, train_subset, singles (mlm), hard_fraction,
+              swap_fraction (classify)
     train:    seed, AdamW (lr, betas, weight decay), warmup + cosine to 0 at the budget, batch_size, clip_norm,
               mask_prob, stopping rules, evaluation/checkpoint cadence
     device:   "cpu" or "cuda[:N]"
@@ -54,6 +55,7 @@ class DataConfig:
     vocab_subset: int | None = None  # the vocabulary is trained on the first N training pairs (None: all)
     singles: bool = True  # mlm: besides each pair, each sentence alone ([CLS] s [SEP]), for `fill`
     hard_fraction: float = 0.5  # classify: the share of negatives that are hard (pairs.py)
+    swap_fraction: float = 0.0  # classify: the share of pairs with a swappable word whose negative is swapped
     eval_subset: int | None = None  # periodic evaluation on the first N validation sequences (None: all)
     final_subset: int | None = None  # the final evaluation on the first N sequences of each split (None: all)
 
@@ -150,6 +152,7 @@ def validate(config: Config) -> Config:
         v = getattr(d, name)
         need(v is None or v >= 2, f"data.{name}", v, "must be at least 2 or null")
     need(0.0 <= d.hard_fraction <= 1.0, "data.hard_fraction", d.hard_fraction, "must be in [0, 1]")
+    need(0.0 <= d.swap_fraction <= 1.0, "data.swap_fraction", d.swap_fraction, "must be in [0, 1]")
     need(t.lr > 0, "train.lr", t.lr, "must be positive")
     need(t.warmup >= 0, "train.warmup", t.warmup, "must be non-negative")
     need(all(0.0 <= b < 1.0 for b in t.betas), "train.betas", t.betas, "both must be in [0, 1)")

@@ -7,12 +7,17 @@ sentence (normalised) also occurs in train are dropped, so no sentence is seen i
 For every aligned pair (de_i, en_i) of a split, two examples:
 
 - a positive, (de_i, en_i), label 1;
-- a negative, (de_i, en_j) with j != i from the same split, label 0. A share ``hard_fraction`` of the
-  negatives are *hard*: en_j is the sentence among ``pool`` random candidates with the most words in common
-  with en_i (Jaccard overlap of normalised words), e.g. "A man in a red shirt is climbing a rock." for "A man
-  in a blue shirt is climbing a rock.", so counting shared words cannot tell them apart; the rest are random.
+- a negative, label 0, of one of three kinds:
+  - *swapped* (for a share ``swap_fraction`` of the pairs whose English has two words of one kind to swap):
+    en_i itself with two words of the same kind exchanged, "A man in a red shirt and blue jeans" -> "... blue
+    shirt and red jeans", "A dog chases a boy" -> "A boy chases a dog": the same words, another meaning, so
+    no bag of words can tell it from the translation (PAWS's word-swap negatives, Zhang et al. 2019);
+  - *hard* (a share ``hard_fraction`` of the others): en_j, j != i, the sentence among ``pool`` random
+    candidates with the most words in common with en_i (Jaccard overlap of normalised words), e.g. "A man in a
+    red shirt is climbing a rock." for "A man in a blue shirt is climbing a rock.";
+  - *random*: en_j of a random other pair.
 
-A negative is never a true translation in disguise: en_j (normalised) differs from en_i.
+A negative is never a true translation in disguise: it differs from en_i after normalising.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import numpy as np
 from models.translator.data import load_pairs
 
 SPLITS = ("train", "val", "test_2016_flickr")
+KINDS = ("positive", "swapped", "hard", "random")  # of example; the last three are the negatives
 _WORD = re.compile(r"\w+")
 
 
@@ -43,15 +49,55 @@ class Example:
     de: str
     en: str
     label: int  # 1: en is de's translation, 0: it is not
-    kind: str  # "positive", "hard" or "random"
+    kind: str  # one of KINDS
 
 
 def _overlap(a: set[str], b: set[str]) -> float:
     return len(a & b) / max(len(a | b), 1)
 
 
+# Words whose exchange changes who does what, or who wears which colour; no synonyms within a kind.
+SWAPPABLE = tuple(frozenset(kind.split()) for kind in (
+    "red blue green yellow black white orange pink purple brown gray",
+    "man woman boy girl men women boys girls child children dog dogs cat horse baby player players",
+    "two three four five six",
+    "shirt hat jacket dress pants shorts jeans coat suit helmet cap uniform",
+    "street water beach field snow grass park stage sidewalk road building table bench wall tree rock pool sand",
+))
+# "a man and a woman" -> "a woman and a man" says the same: no swap across these words alone.
+_JOINERS = frozenset("and or a an the".split())
+
+
+def word_swaps(en: str) -> list[tuple[int, int]]:
+    r"""The (i, j) positions among the ``\w+`` words of ``en`` whose exchange is a swapped negative: two
+    different words of one kind in SWAPPABLE, with more between them than "and a"."""
+    low = words(en)
+    swaps = []
+    for kind in SWAPPABLE:
+        found = [i for i, w in enumerate(low) if w in kind]
+        swaps += [(i, j) for a, i in enumerate(found) for j in found[a + 1:]
+                  if low[i] != low[j] and not all(w in _JOINERS for w in low[i + 1:j])]
+    return swaps
+
+
+def swap_words(en: str, i: int, j: int) -> str:
+    """``en`` with its i-th and j-th words exchanged, each taking the capitalisation of the place it goes to."""
+    spans = [m.span() for m in _WORD.finditer(en)]
+    text = [en[a:b] for a, b in spans]
+
+    def fit(word: str, place: str) -> str:
+        return word[0].upper() + word[1:].lower() if place[0].isupper() else word.lower()
+
+    new = {i: fit(text[j], text[i]), j: fit(text[i], text[j])}
+    out, last = [], 0
+    for k in sorted(new):
+        out += [en[last:spans[k][0]], new[k]]
+        last = spans[k][1]
+    return "".join(out) + en[last:]
+
+
 def make_examples(pairs: Sequence[tuple[str, str]], seed: int, hard_fraction: float = 0.5,
-                  pool: int = 256) -> list[Example]:
+                  pool: int = 256, swap_fraction: float = 0.0) -> list[Example]:
     """A positive and a negative for each (de, en) pair of one split (see the module docstring)."""
     if len(pairs) < 2:
         raise ValueError(f"make_examples: need at least 2 pairs to draw negatives from, got {len(pairs)}")
@@ -61,6 +107,10 @@ def make_examples(pairs: Sequence[tuple[str, str]], seed: int, hard_fraction: fl
     out = []
     for i, (de, en) in enumerate(pairs):
         out.append(Example(de, en, 1, "positive"))
+        swaps = word_swaps(en)
+        if rng.random() < swap_fraction and swaps:
+            out.append(Example(de, swap_words(en, *swaps[rng.integers(len(swaps))]), 0, "swapped"))
+            continue
         hard = rng.random() < hard_fraction
         candidates = [int(j) for j in rng.integers(0, len(pairs), size=pool if hard else 8)]
         candidates = [j for j in candidates if en_norm[j] != en_norm[i]]
@@ -73,8 +123,18 @@ def make_examples(pairs: Sequence[tuple[str, str]], seed: int, hard_fraction: fl
     return out
 
 
+def accuracy_by_kind(examples: Sequence[Example], predicted: Sequence[int] | np.ndarray) -> dict[str, float]:
+    """The share of each kind of example (positive, swapped, hard, random) that got its label."""
+    if len(examples) != len(predicted):
+        raise ValueError(f"accuracy_by_kind: {len(predicted)} predictions for {len(examples)} examples")
+    right: dict[str, list[bool]] = {}
+    for e, p in zip(examples, predicted):
+        right.setdefault(e.kind, []).append(int(p) == e.label)
+    return {kind: float(np.mean(right[kind])) for kind in KINDS if kind in right}
+
+
 def load_splits(data_dir: str | None, seed: int, hard_fraction: float = 0.5,
-                train_limit: int | None = None) -> dict[str, list[Example]]:
+                train_limit: int | None = None, swap_fraction: float = 0.0) -> dict[str, list[Example]]:
     """The examples of each split, built from Multi30k de-en; ``train_limit`` keeps the first N train pairs
     (the overlap filter always uses all of train)."""
     train_pairs = load_pairs("de-en", "train", data_dir)
@@ -87,5 +147,6 @@ def load_splits(data_dir: str | None, seed: int, hard_fraction: float = 0.5,
         else:
             pairs = [(de, en) for de, en in load_pairs("de-en", split, data_dir)
                      if normalised(de) not in seen_de and normalised(en) not in seen_en]
-        splits[split] = make_examples(pairs, seed=seed + k, hard_fraction=hard_fraction)
+        splits[split] = make_examples(pairs, seed=seed + k, hard_fraction=hard_fraction,
+                                      swap_fraction=swap_fraction)
     return splits

@@ -40,7 +40,7 @@ from models.mlm import config as cfg
 from models.mlm.config import Config, ConfigError
 from models.mlm.examples import Batch, Batches, check_vocab, sequence, train_vocab
 from models.mlm.masking import mask_tokens
-from models.mlm.pairs import SPLITS, Example, load_splits
+from models.mlm.pairs import KINDS, SPLITS, Example, accuracy_by_kind, load_splits
 from models.translator import checkpoints as ckpt
 from models.translator.batching import batch_stream
 from models.translator.config import check_resumable
@@ -116,18 +116,33 @@ def masked_accuracy(model: BERT, batches: Batches, mask_prob: float = 0.15,
     return loss_sum / max(n, 1), correct / max(n, 1), n
 
 
-def classification_accuracy(model: BERT, batches: Batches) -> tuple[float, float, int]:
-    """(mean loss, accuracy, number of examples) of the classifier."""
+def classify(model: BERT, batches: Batches) -> tuple[float, np.ndarray]:
+    """(mean loss, the predicted label of each example in the batches' order) of the classifier."""
     model.eval()
-    loss_sum, correct, n = 0.0, 0, 0
+    loss_sum, predicted = 0.0, []
     with ta.no_grad():
         for b in batches.epoch(0):
             assert b.labels is not None
             loss, logits = model.classification_loss(b.ids, b.segments, b.labels)
             loss_sum += float(loss.item()) * len(b.labels)
-            correct += int((logits.numpy().argmax(-1) == b.labels).sum())
-            n += len(b.labels)
-    return loss_sum / max(n, 1), correct / max(n, 1), n
+            predicted.append(logits.numpy().argmax(-1))
+    labels = np.concatenate(predicted)
+    return loss_sum / max(len(labels), 1), labels
+
+
+def classification_accuracy(model: BERT, batches: Batches) -> tuple[float, float, int]:
+    """(mean loss, accuracy, number of examples) of the classifier."""
+    assert batches.labels is not None and not batches.shuffle
+    loss, predicted = classify(model, batches)
+    return loss, float(np.mean(predicted == batches.labels)), len(predicted)
+
+
+def accuracy_on_examples(model: BERT, examples: list[Example],
+                         batches: Batches) -> tuple[float, float, dict[str, float]]:
+    """(mean loss, accuracy, accuracy on each kind of example) of the classifier on ``examples``, which
+    ``batches`` holds in order."""
+    loss, predicted = classify(model, batches)
+    return loss, float(np.mean(predicted == batches.labels)), accuracy_by_kind(examples, predicted)
 
 
 def evaluate(model: BERT, config: Config, batches: Batches) -> tuple[float, float, int]:
@@ -207,6 +222,7 @@ class _Run:
             self._adopt_pretrained_model_config(pretrained.config)
         cfg.save_config(config, run_dir)
 
+        self.final_examples: dict[str, list[Example]] = {}  # classify: for the accuracy on each kind of example
         self.train_batches, self.val_batches, self.final_batches = self._data()
         ta.manual_seed(t.seed)
         self.model = build_bert(len(self.vocab), **config.model_hparams())
@@ -259,18 +275,21 @@ class _Run:
             log.info("data: %d training sequences (%d batches/epoch), %d validation sequences", len(train_seq),
                      len(train_batches), len(val_seq))
             return train_batches, val, final
-        splits = load_splits(d.data_dir, t.seed, d.hard_fraction, d.train_subset)
+        splits = load_splits(d.data_dir, t.seed, d.hard_fraction, d.train_subset, swap_fraction=d.swap_fraction)
         batches = {}
         for split in SPLITS:
             examples = splits[split] if split == "train" else splits[split][: d.final_subset]
+            if split != "train":
+                self.final_examples[split] = examples
             seqs, labels = pair_sequences(self.vocab, examples, d.max_len), [e.label for e in examples]
             batches[split] = (Batches(seqs, t.batch_size, labels, seed=t.seed) if split == "train"
                               else Batches(seqs, 128, labels, shuffle=False))
         val_examples = splits["val"][: d.eval_subset]
         val = Batches(pair_sequences(self.vocab, val_examples, d.max_len), 128, [e.label for e in val_examples],
                       shuffle=False)
-        log.info("data: %s examples (half of them translations)",
-                 ", ".join(f"{s} {len(splits[s])}" for s in SPLITS))
+        kinds = ", ".join(f"{sum(e.kind == k for e in splits['train'])} {k}" for k in KINDS[1:])
+        log.info("data: %s examples (half of them translations; train negatives: %s)",
+                 ", ".join(f"{s} {len(splits[s])}" for s in SPLITS), kinds)
         return batches.pop("train"), val, batches
 
     # -- helpers --
@@ -390,9 +409,16 @@ class _Run:
                                    "train_minutes": round(p.train_seconds / 60, 2), "init_from": self.config.init_from,
                                    "best_val_accuracy": p.best_accuracy, "best_step": p.best_step, "splits": {}}
         for split, batches in self.final_batches.items():
-            loss, accuracy, n = evaluate(self.model, self.config, batches)
-            results["splits"][split] = {"loss": round(loss, 5), "accuracy": round(accuracy, 5), "n": n}
-            log.info("%s: accuracy %.4f on %d %s, loss %.3f", split, accuracy, n,
-                     "masked tokens" if self.config.task == "mlm" else "examples", loss)
+            kinds: dict[str, Any] = {}
+            if self.config.task == "classify":
+                examples = self.final_examples[split]
+                loss, accuracy, by_kind = accuracy_on_examples(self.model, examples, batches)
+                kinds["by_kind"], n = {k: round(a, 5) for k, a in by_kind.items()}, len(examples)
+            else:
+                loss, accuracy, n = evaluate(self.model, self.config, batches)
+            results["splits"][split] = {"loss": round(loss, 5), "accuracy": round(accuracy, 5), "n": n, **kinds}
+            log.info("%s: accuracy %.4f on %d %s, loss %.3f%s", split, accuracy, n,
+                     "masked tokens" if self.config.task == "mlm" else "examples", loss,
+                     "".join(f"; {k} {a:.4f}" for k, a in kinds.get("by_kind", {}).items()))
         write_json(self.run_dir / RESULTS_NAME, results)
         return results

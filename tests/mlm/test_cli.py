@@ -9,6 +9,7 @@ import pytest
 from models.mlm import config as C
 from models.mlm.__main__ import main
 from models.mlm.checkpoint import load_bert
+from models.mlm.pairs import load_splits
 from models.mlm.train import train
 from models.translator import checkpoints as ckpt
 from tests.mlm.conftest import MICRO
@@ -88,16 +89,23 @@ def test_evaluate_finetune_and_classify(run_dir, multi30k_dir, tmp_path, capsys)
     assert "is a mlm run; classify needs a fine-tuned one" in capsys.readouterr().err
     pairs = tmp_path / "pairs"
     assert main(["finetune", "--init", str(run_dir), "--run-dir", str(pairs), "--data-dir", str(multi30k_dir),
-                 "--no-progress", *sets(*MICRO, "model.d_model=64", "model.dropout=0.3", "train.max_steps=3")]) == 0
+                 "--no-progress", *sets(*MICRO, "model.d_model=64", "model.dropout=0.3", "train.max_steps=3",
+                                        "data.swap_fraction=1.0", "data.final_subset=64")]) == 0
     out = capsys.readouterr().out
     assert "test_2016_flickr: accuracy" in out
+    tested = json.loads((pairs / "results.json").read_text())["splits"]["test_2016_flickr"]
+    examples = load_splits(str(multi30k_dir), 1234, swap_fraction=1.0)["test_2016_flickr"][:64]
+    count = {k: sum(e.kind == k for e in examples) for k in tested["by_kind"]}
+    assert set(count) == {"positive", "swapped", "hard", "random"} and sum(count.values()) == tested["n"] == 64
+    assert sum(count[k] * a for k, a in tested["by_kind"].items()) / 64 == pytest.approx(tested["accuracy"])
     _, _, config, _ = load_bert(pairs)
     assert config.task == "classify" and config.model.d_model == 32  # the pre-trained shape wins ...
     assert config.model.dropout == 0.3  # ... but not its dropout
     assert main(["classify", "-c", str(pairs), "Ein Hund läuft.", "A dog runs."]) == 0
     assert "(p = " in capsys.readouterr().out
     assert main(["evaluate", "-c", str(pairs), "--split", "test_2016_flickr", "--limit", "10"]) == 0
-    assert capsys.readouterr().out.startswith("test_2016_flickr: accuracy ")
+    out = capsys.readouterr().out
+    assert out.startswith("test_2016_flickr: accuracy ") and "(positive " in out and ", swapped " in out
 
 
 def test_config_checks():

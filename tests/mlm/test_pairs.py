@@ -3,8 +3,18 @@
 import numpy as np
 import pytest
 
-from models.mlm.baseline import LogisticRegression, featurize, run_baseline
-from models.mlm.pairs import SPLITS, Example, load_splits, make_examples, normalised, words
+from models.mlm.baseline import LogisticRegression, features, featurize, run_baseline
+from models.mlm.pairs import (
+    SPLITS,
+    Example,
+    accuracy_by_kind,
+    load_splits,
+    make_examples,
+    normalised,
+    swap_words,
+    word_swaps,
+    words,
+)
 from models.translator.data import load_pairs
 
 PAIRS = [("Ein Hund läuft.", "A dog runs."), ("Eine Katze schläft.", "A cat sleeps."),
@@ -75,5 +85,42 @@ def test_the_baseline_learns_a_dictionary_and_runs_on_the_splits(splits):
     with pytest.raises(ValueError, match="2\\*\\*16 columns for a model of 1048576 weights"):
         LogisticRegression().accuracy(x, y)
     results = run_baseline(splits, l2_grid=(1e-4,), steps=50, bits=16)
-    assert set(results) == {"l2", *SPLITS}
+    assert set(results) == {"l2", "by_kind", *SPLITS}
+    assert set(results["by_kind"]["val"]) == {"positive", "hard", "random"}
     assert results["val"] > 0.6  # better than chance on unseen sentences
+
+
+@pytest.mark.parametrize(("en", "swapped"), [
+    ("A man in a red shirt and blue jeans.", {"A man in a blue shirt and red jeans.",
+                                              "A man in a red jeans and blue shirt."}),
+    ("Two dogs chase a boy.", {"Two boy chase a dogs."}),
+    ("Red shirt on a blue bench.", {"Blue shirt on a red bench."}),
+    ("A man and a woman walk.", set()),  # "a woman and a man" says the same
+    ("A black and white dog.", set()),
+    ("A dog chases a dog.", set()),  # the same word twice: nothing changes
+])
+def test_swapped_negatives_exchange_two_words_of_one_kind(en, swapped):
+    assert {swap_words(en, i, j) for i, j in word_swaps(en)} == swapped
+    for s in swapped:
+        assert sorted(words(s)) == sorted(words(en)) and normalised(s) != normalised(en)
+
+
+def test_swapped_negatives_fool_a_bag_of_words_but_not_the_splits_rules(splits, multi30k_dir):
+    pairs = load_pairs("de-en", "train", str(multi30k_dir), 400)
+    examples = make_examples(pairs, seed=0, swap_fraction=1.0)
+    truth = {e.de: e.en for e in examples if e.label == 1}
+    swapped = [e for e in examples if e.kind == "swapped"]
+    assert len(swapped) == sum(bool(word_swaps(en)) for _, en in pairs) > 40  # every pair that has a swap
+    for e in swapped:  # the same features as the translation: only word order tells them apart
+        assert e.label == 0 and features(e.de, e.en) == features(e.de, truth[e.de])
+    assert not any(e.kind == "swapped" for e in splits["train"])  # swap_fraction defaults to 0
+    with_half = make_examples(pairs, seed=0, swap_fraction=0.5)
+    assert 0.3 * len(swapped) < sum(e.kind == "swapped" for e in with_half) < 0.7 * len(swapped)
+
+
+def test_accuracy_by_kind():
+    examples = [Example("d", "e", 1, "positive"), Example("d", "f", 0, "hard"), Example("d", "g", 0, "swapped"),
+                Example("d", "h", 0, "swapped")]
+    assert accuracy_by_kind(examples, [1, 1, 0, 1]) == {"hard": 0.0, "positive": 1.0, "swapped": 0.5}
+    with pytest.raises(ValueError, match="3 predictions for 4 examples"):
+        accuracy_by_kind(examples, [1, 1, 0])
