@@ -165,12 +165,13 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    config = cfg.load(args.config)
+    config = cfg.load(args.config, args.set)
     if args.data_dir:
         config.data.data_dir = args.data_dir
     d = config.data
     splits = load_splits(d.data_dir, config.train.seed, d.hard_fraction, d.train_subset,
                          swap_fraction=d.swap_fraction)
+    splits = {name: examples if name == "train" else examples[: d.final_subset] for name, examples in splits.items()}
     results = run_baseline(splits)
     print(f"bag-of-words logistic regression (L2 {results['l2']:g}, chosen on val):")
     for split in SPLITS:
@@ -240,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="the pair task's config (its data section)")
     p.add_argument("--data-dir", help="folder with the Multi30k .gz files")
     p.add_argument("--json", metavar="PATH", help="also write the accuracies as JSON")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. data.train_subset=null")
     p.set_defaults(func=cmd_baseline)
     return parser
 

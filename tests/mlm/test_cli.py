@@ -113,3 +113,16 @@ def test_config_checks():
         C.load(overrides=["init_from=runs/x"])
     with pytest.raises(C.ConfigError, match="unknown key 'model.n_encoder_layers'"):
         C.load(overrides=["model.n_encoder_layers=2"])
+
+
+def test_baseline_cli(multi30k_dir, tmp_path, capsys):
+    out_json = tmp_path / "baseline.json"
+    assert main(["baseline", "--data-dir", str(multi30k_dir), "--set", "data.train_subset=100",
+                 "--set", "data.final_subset=100", "--set", "data.swap_fraction=1.0", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "val: accuracy" in out and "(positive " in out and ", swapped " in out
+    results = json.loads(out_json.read_text())
+    assert set(results["by_kind"]["train"]) == {"positive", "swapped", "hard", "random"}
+    assert results["by_kind"]["train"]["swapped"] < 0.6  # it cannot tell a swap from the translation
+    assert main(["baseline", "--set", "data.swap_fraction=2"]) == 2
+    assert "data.swap_fraction = 2.0 is not allowed" in capsys.readouterr().err
