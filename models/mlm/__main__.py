@@ -39,7 +39,7 @@ from models.mlm.checkpoint import load_bert
 from models.mlm.config import ConfigError
 from models.mlm.examples import Batches
 from models.mlm.fill import FillError, fill, filled, inputs
-from models.mlm.pairs import SPLITS, load_splits
+from models.mlm.pairs import SPLITS, describe_kinds, load_splits
 from models.mlm.train import accuracy_on_examples, evaluate, mlm_sequences, pair_sequences, train
 from models.translator import checkpoints as ckpt
 from models.translator.data import DataError, load_pairs
@@ -142,8 +142,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           shuffle=False)
         loss, accuracy, by_kind = accuracy_on_examples(model, examples, batches)
         n = len(examples)
-        kinds = ", ".join(f"{k} {a:.4f}" for k, a in by_kind.items())
-        print(f"{args.split}: accuracy {accuracy:.4f} on {n} sentence pairs ({kinds}), loss {loss:.3f}")
+        print(f"{args.split}: accuracy {accuracy:.4f} on {n} sentence pairs ({describe_kinds(by_kind)}), "
+              f"loss {loss:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"split": args.split, "accuracy": accuracy, "loss": loss, "n": n,
                                                "checkpoint": str(checkpoint.path)}, indent=2) + "\n")
@@ -175,7 +175,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     results = run_baseline(splits)
     print(f"bag-of-words logistic regression (L2 {results['l2']:g}, chosen on val):")
     for split in SPLITS:
-        kinds = ", ".join(f"{k} {a:.4f}" for k, a in results["by_kind"][split].items())
+        kinds = describe_kinds(results["by_kind"][split])
         print(f"  {split}: accuracy {results[split]:.4f} on {len(splits[split])} sentence pairs ({kinds})")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

@@ -133,6 +133,11 @@ def accuracy_by_kind(examples: Sequence[Example], predicted: Sequence[int] | np.
     return {kind: float(np.mean(right[kind])) for kind in KINDS if kind in right}
 
 
+def describe_kinds(by_kind: dict[str, float]) -> str:
+    """``accuracy_by_kind``'s result as one line: "positive 0.9000, swapped 0.2500, ..."."""
+    return ", ".join(f"{kind} {accuracy:.4f}" for kind, accuracy in by_kind.items())
+
+
 def load_splits(data_dir: str | None, seed: int, hard_fraction: float = 0.5,
                 train_limit: int | None = None, swap_fraction: float = 0.0) -> dict[str, list[Example]]:
     """The examples of each split, built from Multi30k de-en; ``train_limit`` keeps the first N train pairs
