@@ -39,8 +39,8 @@ from models.mlm.checkpoint import load_bert
 from models.mlm.config import ConfigError
 from models.mlm.examples import Batches
 from models.mlm.fill import FillError, fill, filled, inputs
-from models.mlm.pairs import SPLITS, describe_kinds, load_splits
-from models.mlm.train import accuracy_on_examples, evaluate, mlm_sequences, pair_sequences, train
+from models.mlm.pairs import SPLITS, describe_kinds
+from models.mlm.train import accuracy_on_examples, evaluate, mlm_sequences, pair_sequences, pair_task, train
 from models.translator import checkpoints as ckpt
 from models.translator.data import DataError, load_pairs
 from models.translator.machine import resolve_device
@@ -128,25 +128,25 @@ def draw_attention(model: BERT, vocab: Vocab, text: str, second: str | None, pat
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     model, vocab, config, checkpoint = load_bert(args.checkpoint, resolve_device(args.device))
-    data_dir = args.data_dir or config.data.data_dir
+    if args.data_dir:
+        config.data.data_dir = args.data_dir
+    kinds: dict[str, dict[str, float]] = {}
     if config.task == "mlm":
-        seqs = mlm_sequences(vocab, load_pairs("de-en", args.split, data_dir, args.limit), config.data.max_len,
-                             config.data.singles)
+        seqs = mlm_sequences(vocab, load_pairs("de-en", args.split, config.data.data_dir, args.limit),
+                             config.data.max_len, config.data.singles)
         loss, accuracy, n = evaluate(model, config, Batches(seqs, 128, shuffle=False))
         print(f"{args.split}: masked-token accuracy {accuracy:.4f} on {n} masked tokens, loss {loss:.3f}")
     else:
-        d = config.data
-        examples = load_splits(data_dir, config.train.seed, d.hard_fraction, d.train_subset,
-                               swap_fraction=d.swap_fraction)[args.split][: args.limit]
-        batches = Batches(pair_sequences(vocab, examples, d.max_len), 128, [e.label for e in examples],
+        examples = pair_task(config)[args.split][: args.limit]
+        batches = Batches(pair_sequences(vocab, examples, config.data.max_len), 128, [e.label for e in examples],
                           shuffle=False)
-        loss, accuracy, by_kind = accuracy_on_examples(model, examples, batches)
+        loss, accuracy, kinds["by_kind"] = accuracy_on_examples(model, examples, batches)
         n = len(examples)
-        print(f"{args.split}: accuracy {accuracy:.4f} on {n} sentence pairs ({describe_kinds(by_kind)}), "
+        print(f"{args.split}: accuracy {accuracy:.4f} on {n} sentence pairs ({describe_kinds(kinds['by_kind'])}), "
               f"loss {loss:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"split": args.split, "accuracy": accuracy, "loss": loss, "n": n,
-                                               "checkpoint": str(checkpoint.path)}, indent=2) + "\n")
+                                               **kinds, "checkpoint": str(checkpoint.path)}, indent=2) + "\n")
     return 0
 
 
@@ -168,10 +168,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     config = cfg.load(args.config, args.set)
     if args.data_dir:
         config.data.data_dir = args.data_dir
-    d = config.data
-    splits = load_splits(d.data_dir, config.train.seed, d.hard_fraction, d.train_subset,
-                         swap_fraction=d.swap_fraction)
-    splits = {name: examples if name == "train" else examples[: d.final_subset] for name, examples in splits.items()}
+    subset = config.data.final_subset
+    splits = {name: examples if name == "train" else examples[:subset] for name, examples in pair_task(config).items()}
     results = run_baseline(splits)
     print(f"bag-of-words logistic regression (L2 {results['l2']:g}, chosen on val):")
     for split in SPLITS:

@@ -40,7 +40,7 @@ from models.mlm import config as cfg
 from models.mlm.config import Config, ConfigError
 from models.mlm.examples import Batch, Batches, check_vocab, sequence, train_vocab
 from models.mlm.masking import mask_tokens
-from models.mlm.pairs import KINDS, SPLITS, Example, accuracy_by_kind, load_splits
+from models.mlm.pairs import KINDS, SPLITS, Example, accuracy_by_kind, describe_kinds, load_splits
 from models.translator import checkpoints as ckpt
 from models.translator.batching import batch_stream
 from models.translator.config import check_resumable
@@ -95,6 +95,13 @@ def pair_sequences(vocab: Vocab, examples: list[Example], max_len: int) -> list[
     """Each classification example as [CLS] de [SEP] en [SEP]."""
     de, en = vocab.encode_batch([e.de for e in examples]), vocab.encode_batch([e.en for e in examples])
     return [sequence(d, e, max_len) for d, e in zip(de, en)]
+
+
+def pair_task(config: Config) -> dict[str, list[Example]]:
+    """The translation-pair examples of every split, made as ``config.data`` says (``final_subset`` is the
+    caller's to apply)."""
+    d = config.data
+    return load_splits(d.data_dir, config.train.seed, d.hard_fraction, d.train_subset, swap_fraction=d.swap_fraction)
 
 
 # ---- evaluation ---------------------------------------------------------------------------------------
@@ -275,7 +282,7 @@ class _Run:
             log.info("data: %d training sequences (%d batches/epoch), %d validation sequences", len(train_seq),
                      len(train_batches), len(val_seq))
             return train_batches, val, final
-        splits = load_splits(d.data_dir, t.seed, d.hard_fraction, d.train_subset, swap_fraction=d.swap_fraction)
+        splits = pair_task(self.config)
         batches = {}
         for split in SPLITS:
             examples = splits[split] if split == "train" else splits[split][: d.final_subset]
@@ -419,6 +426,6 @@ class _Run:
             results["splits"][split] = {"loss": round(loss, 5), "accuracy": round(accuracy, 5), "n": n, **kinds}
             log.info("%s: accuracy %.4f on %d %s, loss %.3f%s", split, accuracy, n,
                      "masked tokens" if self.config.task == "mlm" else "examples", loss,
-                     "".join(f"; {k} {a:.4f}" for k, a in kinds.get("by_kind", {}).items()))
+                     f" ({describe_kinds(kinds['by_kind'])})" if kinds else "")
         write_json(self.run_dir / RESULTS_NAME, results)
         return results

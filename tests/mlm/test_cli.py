@@ -103,9 +103,15 @@ def test_evaluate_finetune_and_classify(run_dir, multi30k_dir, tmp_path, capsys)
     assert config.model.dropout == 0.3  # ... but not its dropout
     assert main(["classify", "-c", str(pairs), "Ein Hund läuft.", "A dog runs."]) == 0
     assert "(p = " in capsys.readouterr().out
-    assert main(["evaluate", "-c", str(pairs), "--split", "test_2016_flickr", "--limit", "10"]) == 0
+    out_json = tmp_path / "evaluated.json"
+    assert main(["evaluate", "-c", str(pairs), "--split", "test_2016_flickr", "--limit", "64",
+                 "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("test_2016_flickr: accuracy ") and "(positive " in out and ", swapped " in out
+    evaluated = json.loads(out_json.read_text())  # the final model, so the run's own figures again
+    assert evaluated["loss"] == pytest.approx(tested["loss"], abs=1e-5)
+    assert evaluated["accuracy"] == pytest.approx(tested["accuracy"], abs=1e-5)
+    assert evaluated["by_kind"] == pytest.approx(tested["by_kind"], abs=1e-5)
 
 
 def test_config_checks():
