@@ -45,10 +45,9 @@ __all__ = ["BERT", "PRESETS", "build_bert"]
 PRESETS: dict[str, dict[str, Any]] = {
     # For tests and trying things out: seconds per hundred steps.
     "mini": dict(d_model=64, n_heads=2, n_layers=2, d_ff=256),
-    # 0.96M parameters with a 4,000-piece vocabulary (0.51M of them the token embedding): configs/mlm_small.yaml
-    # and configs/pairs.yaml, whose runs take 10-20 CPU minutes.
+    # 0.96M parameters with a 4,000-piece vocabulary (0.51M of them the token embedding): configs/mlm_small.yaml.
     "small": dict(d_model=128, n_heads=4, n_layers=2, d_ff=512),
-    # Twice as deep (1.36M parameters with 4,000 pieces).
+    # Twice as deep (1.36M parameters with 4,000 pieces): configs/mlm_medium.yaml, then configs/pairs.yaml.
     "medium": dict(d_model=128, n_heads=4, n_layers=4, d_ff=512),
     # BERT-base's shape (110M with its 30k WordPiece vocabulary); a GPU model.
     "base": dict(d_model=768, n_heads=12, n_layers=12, d_ff=3072),

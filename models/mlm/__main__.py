@@ -9,7 +9,7 @@
               ... --top-k 10 --attention attention.png
     evaluate  python -m models.mlm evaluate -c runs/mlm_small              (masked-token accuracy on val)
               python -m models.mlm evaluate -c runs/pairs --split test_2016_flickr   (pair accuracy)
-    finetune  python -m models.mlm finetune configs/pairs.yaml --init runs/mlm_small  -> runs/pairs/
+    finetune  python -m models.mlm finetune configs/pairs.yaml --init runs/mlm_medium -> runs/pairs/
               (without --init: the same model from scratch)
     classify  python -m models.mlm classify -c runs/pairs "Ein Hund rennt." "A dog is running."
     baseline  python -m models.mlm baseline configs/pairs.yaml      (bag-of-words logistic regression)
