@@ -2,6 +2,7 @@
 classify; and the errors a user can make."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,6 +120,15 @@ def test_config_checks():
         C.load(overrides=["init_from=runs/x"])
     with pytest.raises(C.ConfigError, match="unknown key 'model.n_encoder_layers'"):
         C.load(overrides=["model.n_encoder_layers=2"])
+
+
+@pytest.mark.parametrize("name, task, preset", [("mlm_small.yaml", "mlm", "small"),
+                                                 ("mlm_medium.yaml", "mlm", "medium"),
+                                                 ("pairs.yaml", "classify", "small")])
+def test_shipped_configs_load(name, task, preset):
+    config = C.load(Path(__file__).resolve().parents[2] / "configs" / name)
+    assert (config.task, config.model.preset, config.data.vocab_size) == (task, preset, 4000)
+    assert config.train.max_steps is not None and config.train.max_minutes is None  # budgets in steps
 
 
 def test_baseline_cli(multi30k_dir, tmp_path, capsys):
