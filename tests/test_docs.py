@@ -14,6 +14,9 @@ Conventions (for whoever writes the docs):
   the rest of the block must appear verbatim in PATH (relative to the repository root), so that the page
   cannot drift from the code it quotes.
 - Shell blocks (```bash) and diagrams are not run: the commands download data and train for minutes.
+- Every relative link and image (``[text](path)``, ``![alt](path)``) outside code blocks must name a file or
+  folder that git tracks: a picture that exists only in the writer's checkout is a broken page for everyone
+  else.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import ast
 import contextlib
 import io
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -31,6 +35,8 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 EXPECT = re.compile(r"#\s*->\s?(.*?)(?:\s+#.*)?$")
 EXCERPT = re.compile(r"#\s*excerpt from (\S+)\s*$")
+FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
 
 def python_blocks(text: str) -> list[tuple[int, str]]:
@@ -129,3 +135,38 @@ def test_a_remark_may_follow_the_expected_output(tmp_path, monkeypatch):
     assert run_page("```python\nprint(0)  # -> 0  # a remark\n```\n", "remark.md") == 1
     with pytest.raises(AssertionError, match="remark.md, line 4:"):  # the line in the page
         run_page("text\n\n```python\nprint(1)  # -> 0  # a remark\n```\n", "remark.md")
+
+
+def broken_links(text: str, page: Path, tracked: set[str]) -> list[str]:
+    """The relative link targets of a page (outside code blocks) that name no tracked file or folder."""
+    broken = []
+    for target in LINK.findall(FENCE.sub("", text)):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):  # https:, mailto:, an anchor of the page
+            continue
+        path = (page.parent / target.split("#")[0]).resolve()
+        rel = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else None
+        if rel is None or not (rel in tracked or any(f.startswith(rel.rstrip("/") + "/") for f in tracked)):
+            broken.append(target)
+    return broken
+
+
+def tracked_files() -> set[str]:
+    try:
+        out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout: which files are shipped is unknown")
+    return set(out.splitlines())
+
+
+@pytest.mark.parametrize("page", [*PAGES, ROOT / "benchmarks" / "README.md"], ids=lambda p: str(p.relative_to(ROOT)))
+def test_links_of_the_page_name_tracked_files(page):
+    assert broken_links(page.read_text(encoding="utf-8"), page, tracked_files()) == []
+
+
+def test_a_link_to_an_untracked_file_is_broken():
+    page = ROOT / "docs" / "page.md"
+    text = "![a view](explorer/view.png) [code](../models/) [web](https://example.org) [here](#top)\n"
+    text += "```bash\n[not a link](nowhere.png)\n```\n"
+    assert broken_links(text, page, {"docs/explorer/view.png", "models/bert.py"}) == []
+    assert broken_links(text, page, {"models/bert.py"}) == ["explorer/view.png"]
+    assert broken_links("[up](../../elsewhere.md)", page, {"models/bert.py"}) == ["../../elsewhere.md"]

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-SENTENCE = "Das Tier überquerte die Straße nicht, weil es zu müde war."
+SENTENCE = "Ein kleines Mädchen spielt im Wasser, während ihr Vater zuschaut."
+PRONOUN = "\u2581ihr"  # the Inside one head view follows this token's query
 
 
 def _start_server(checkpoint: str) -> tuple[subprocess.Popen[str], str]:
@@ -48,22 +49,23 @@ def _shoot(page: Any, out: Path) -> list[Path]:
     page.select_option("#search", "4")
     page.click("#translate-form button[type=submit]")
     page.wait_for_selector("#heatmap svg")
-    page.hover("#query-tokens .token[data-index='3']")
+    page.hover("#query-tokens .token[data-index='2']")
     save("translate")
     for kind in ("encoder", "decoder"):
         page.select_option("#map-kind", kind)
         page.select_option("#map-layer", "0")
-        page.hover("#query-tokens .token[data-index='3']")
+        page.hover("#query-tokens .token[data-index='2']")
         save(f"translate-{kind}")
     for view, ready in (("head", "#positional canvas"), ("beam", "#beam-tree svg"), ("next", "#next-bars .prob"),
                         ("autograd", "#graph svg")):
         page.click(f"#tabs button[data-view={view}]")
         page.wait_for_selector(ready)
-        if view == "head":  # the encoder's self-attention from "es" (it), in its first layer's last head
+        if view == "head":  # the encoder's self-attention from the pronoun, in its first layer's last head
             page.select_option("#head-kind", "encoder")
             page.select_option("#head-head", str(page.locator("#head-head option").count() - 1))
             with page.expect_response("**/api/head"):
-                page.select_option("#head-query", "11")
+                page.select_option("#head-query", page.eval_on_selector_all(
+                    "#head-query option", "(os, p) => os.find(o => o.textContent.endsWith(': ' + p)).value", PRONOUN))
         if view == "autograd":
             for _ in range(4):
                 page.click("#step")
