@@ -19,7 +19,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 SENTENCE = "Ein kleines Mädchen spielt im Wasser, während ihr Vater zuschaut."
-PRONOUN = "\u2581ihr"  # the Inside one head view follows this token's query
+PRONOUN = "\u2581ihr"  # the Inside one head view follows this token's query (else the middle one's)
 
 
 def _start_server(checkpoint: str) -> tuple[subprocess.Popen[str], str]:
@@ -64,8 +64,8 @@ def _shoot(page: Any, out: Path) -> list[Path]:
             page.select_option("#head-kind", "encoder")
             page.select_option("#head-head", str(page.locator("#head-head option").count() - 1))
             with page.expect_response("**/api/head"):
-                page.select_option("#head-query", page.eval_on_selector_all(
-                    "#head-query option", "(os, p) => os.find(o => o.textContent.endsWith(': ' + p)).value", PRONOUN))
+                pick = "(os, p) => (os.find(o => o.textContent.endsWith(': ' + p)) || os[os.length >> 1]).value"
+                page.select_option("#head-query", page.eval_on_selector_all("#head-query option", pick, PRONOUN))
         if view == "autograd":
             for _ in range(4):
                 page.click("#step")

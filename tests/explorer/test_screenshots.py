@@ -1,0 +1,21 @@
+"""The docs' screenshot script drives every view of a live explorer in Chromium and writes one PNG per view."""
+
+from models.explorer.screenshots import main
+from tests.explorer.conftest import ON_CI, browser_executable
+
+VIEWS = ["translate", "translate-encoder", "translate-decoder", "head", "beam", "next", "autograd"]
+
+
+def test_one_png_per_view(micro_run, tmp_path, capsys):
+    executable = browser_executable(ON_CI)
+    assert main(["-c", str(micro_run), "--out", str(tmp_path), "--browser", executable]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / f"{view}.png") for view in VIEWS]
+    for view in VIEWS:
+        header = (tmp_path / f"{view}.png").read_bytes()[:24]
+        assert header[:8] == b"\x89PNG\r\n\x1a\n"
+        assert int.from_bytes(header[16:20], "big") >= 1280  # the width of the window it was taken in
+
+
+def test_a_missing_browser_is_named(micro_run, tmp_path, capsys):
+    assert main(["-c", str(micro_run), "--out", str(tmp_path), "--browser", ""]) == 2
+    assert "no chromium found" in capsys.readouterr().err
